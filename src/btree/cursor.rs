@@ -1,0 +1,320 @@
+//! Cursors and range iterators over one B+tree.
+//!
+//! A copy-on-write tree has no sibling pointers (a sibling link would force a
+//! rewrite of the neighbour on every change), so a cursor keeps its path from
+//! the root and climbs back up to move between leaves. Keys and values are
+//! borrowed straight from the mapped file (or the writer's dirty pages): a
+//! scan allocates nothing per entry.
+
+use std::ops::Bound;
+
+use super::node::{Node, ValueRef};
+use super::{PageSource, Root, MAX_DEPTH};
+use crate::error::{Error, Result};
+
+/// A position in a tree: the path from the root to a leaf cell.
+pub struct Cursor<'a, S: PageSource + ?Sized> {
+    src: &'a S,
+    root: Root,
+    path: [(Option<Node<'a>>, usize); MAX_DEPTH],
+    depth: usize,
+}
+
+impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
+    pub fn new(src: &'a S, root: Root) -> Cursor<'a, S> {
+        Cursor { src, root, path: [(None, 0); MAX_DEPTH], depth: 0 }
+    }
+
+    fn push(&mut self, node: Node<'a>, idx: usize) -> Result<()> {
+        if self.depth == MAX_DEPTH {
+            return Err(Error::corrupt(node.id(), format!("tree deeper than {MAX_DEPTH} levels")));
+        }
+        self.path[self.depth] = (Some(node), idx);
+        self.depth += 1;
+        Ok(())
+    }
+
+    fn top(&self) -> Option<(Node<'a>, usize)> {
+        if self.depth == 0 {
+            return None;
+        }
+        let (n, i) = self.path[self.depth - 1];
+        n.map(|n| (n, i))
+    }
+
+    /// Descends from the child at the top of the path to its first
+    /// (`leftmost`) or last leaf cell.
+    fn descend_edge(&mut self, mut node: Node<'a>, leftmost: bool) -> Result<()> {
+        loop {
+            let idx = if leftmost { 0 } else { node.count().saturating_sub(1) };
+            self.push(node, idx)?;
+            if node.is_leaf() {
+                return Ok(());
+            }
+            node = self.src.node(node.child(idx))?;
+        }
+    }
+
+    fn root_node(&self) -> Result<Option<Node<'a>>> {
+        if self.root.is_none() {
+            return Ok(None);
+        }
+        self.src.node(self.root).map(Some)
+    }
+
+    /// Positions at the first entry; false if the tree is empty.
+    pub fn first(&mut self) -> Result<bool> {
+        self.depth = 0;
+        let Some(root) = self.root_node()? else { return Ok(false) };
+        self.descend_edge(root, true)?;
+        self.skip_empty_forward()
+    }
+
+    /// Positions at the last entry; false if the tree is empty.
+    pub fn last(&mut self) -> Result<bool> {
+        self.depth = 0;
+        let Some(root) = self.root_node()? else { return Ok(false) };
+        self.descend_edge(root, false)?;
+        self.skip_empty_backward()
+    }
+
+    /// Positions at the first entry whose key is >= `key`.
+    pub fn seek(&mut self, key: &[u8]) -> Result<bool> {
+        self.depth = 0;
+        let Some(mut node) = self.root_node()? else { return Ok(false) };
+        loop {
+            if node.is_leaf() {
+                let idx = match node.search(key) {
+                    Ok(i) | Err(i) => i,
+                };
+                self.push(node, idx)?;
+                return self.skip_empty_forward();
+            }
+            let idx = node.child_index(key);
+            self.push(node, idx)?;
+            node = self.src.node(node.child(idx))?;
+        }
+    }
+
+    /// Positions at the last entry whose key is <= `key`.
+    pub fn seek_back(&mut self, key: &[u8]) -> Result<bool> {
+        if !self.seek(key)? {
+            return self.last();
+        }
+        if self.key() == Some(key) {
+            return Ok(true);
+        }
+        self.prev()
+    }
+
+    /// If the cursor sits past the end of its leaf, moves to the next leaf.
+    fn skip_empty_forward(&mut self) -> Result<bool> {
+        loop {
+            let Some((leaf, idx)) = self.top() else { return Ok(false) };
+            if idx < leaf.count() {
+                return Ok(true);
+            }
+            if !self.next_leaf()? {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn skip_empty_backward(&mut self) -> Result<bool> {
+        loop {
+            let Some((leaf, _)) = self.top() else { return Ok(false) };
+            if leaf.count() > 0 {
+                return Ok(true);
+            }
+            if !self.prev_leaf()? {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Climbs to the nearest ancestor with a next child and descends to its
+    /// leftmost leaf. On false the cursor is exhausted.
+    fn next_leaf(&mut self) -> Result<bool> {
+        self.depth -= 1;
+        while self.depth > 0 {
+            let (node, idx) = self.top().expect("depth > 0");
+            if idx + 1 < node.count() {
+                self.path[self.depth - 1].1 = idx + 1;
+                let child = self.src.node(node.child(idx + 1))?;
+                self.descend_edge(child, true)?;
+                return Ok(true);
+            }
+            self.depth -= 1;
+        }
+        Ok(false)
+    }
+
+    fn prev_leaf(&mut self) -> Result<bool> {
+        self.depth -= 1;
+        while self.depth > 0 {
+            let (node, idx) = self.top().expect("depth > 0");
+            if idx > 0 {
+                self.path[self.depth - 1].1 = idx - 1;
+                let child = self.src.node(node.child(idx - 1))?;
+                self.descend_edge(child, false)?;
+                return Ok(true);
+            }
+            self.depth -= 1;
+        }
+        Ok(false)
+    }
+
+    /// Moves to the next entry; false when there is none.
+    pub fn next(&mut self) -> Result<bool> {
+        let Some((_, idx)) = self.top() else { return Ok(false) };
+        self.path[self.depth - 1].1 = idx + 1;
+        self.skip_empty_forward()
+    }
+
+    /// Moves to the previous entry; false when there is none.
+    pub fn prev(&mut self) -> Result<bool> {
+        let Some((_, idx)) = self.top() else { return Ok(false) };
+        if idx > 0 {
+            self.path[self.depth - 1].1 = idx - 1;
+            return Ok(true);
+        }
+        loop {
+            if !self.prev_leaf()? {
+                return Ok(false);
+            }
+            let (leaf, _) = self.top().expect("on a leaf");
+            if leaf.count() > 0 {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// The current key, if the cursor is on an entry.
+    pub fn key(&self) -> Option<&'a [u8]> {
+        let (leaf, idx) = self.top()?;
+        (idx < leaf.count()).then(|| leaf.key(idx))
+    }
+
+    /// The current entry with its value read (from an overflow run if need be).
+    pub fn entry(&self) -> Result<Option<(&'a [u8], &'a [u8])>> {
+        let Some((leaf, idx)) = self.top() else { return Ok(None) };
+        if idx >= leaf.count() {
+            return Ok(None);
+        }
+        let value = self.src.value(leaf.value(idx))?;
+        Ok(Some((leaf.key(idx), value)))
+    }
+
+    /// The current entry's value location without reading an overflow run.
+    pub fn value_ref(&self) -> Option<ValueRef<'a>> {
+        let (leaf, idx) = self.top()?;
+        (idx < leaf.count()).then(|| leaf.value(idx))
+    }
+
+    /// Identity of the current position, to tell when two cursors meet.
+    fn position(&self) -> Option<(*const u8, usize)> {
+        let (leaf, idx) = self.top()?;
+        Some((leaf.bytes().as_ptr(), idx))
+    }
+}
+
+/// An iterator over the entries of a tree between two bounds, in either
+/// direction. Yields `Result` because a page may turn out to be corrupt.
+pub struct Range<'a, S: PageSource + ?Sized> {
+    front: Cursor<'a, S>,
+    back: Cursor<'a, S>,
+    done: bool,
+}
+
+impl<'a, S: PageSource + ?Sized> Range<'a, S> {
+    pub fn new(src: &'a S, root: Root, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Result<Range<'a, S>> {
+        let mut front = Cursor::new(src, root);
+        let mut back = Cursor::new(src, root);
+        let mut ok = match start {
+            Bound::Unbounded => front.first()?,
+            Bound::Included(k) => front.seek(k)?,
+            Bound::Excluded(k) => front.seek(k)? && (front.key() != Some(k) || front.next()?),
+        };
+        ok = ok
+            && match end {
+                Bound::Unbounded => back.last()?,
+                Bound::Included(k) => back.seek_back(k)?,
+                Bound::Excluded(k) => back.seek_back(k)? && (back.key() != Some(k) || back.prev()?),
+            };
+        if ok {
+            // Empty when the ends have crossed.
+            ok = front.key() <= back.key();
+        }
+        Ok(Range { front, back, done: !ok })
+    }
+
+    fn finish_if_met(&mut self) {
+        if self.front.position() == self.back.position() {
+            self.done = true;
+        }
+    }
+}
+
+impl<'a, S: PageSource + ?Sized> Iterator for Range<'a, S> {
+    type Item = Result<(&'a [u8], &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = match self.front.entry() {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                self.done = true;
+                return None;
+            }
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e));
+            }
+        };
+        self.finish_if_met();
+        if !self.done {
+            match self.front.next() {
+                Ok(true) => {}
+                Ok(false) => self.done = true,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        Some(Ok(item))
+    }
+}
+
+impl<'a, S: PageSource + ?Sized> DoubleEndedIterator for Range<'a, S> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = match self.back.entry() {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                self.done = true;
+                return None;
+            }
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e));
+            }
+        };
+        self.finish_if_met();
+        if !self.done {
+            match self.back.prev() {
+                Ok(true) => {}
+                Ok(false) => self.done = true,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        Some(Ok(item))
+    }
+}

@@ -1,0 +1,343 @@
+//! The writer's edits: insert with splits, remove with merges.
+//!
+//! Every edit first makes the pages on its root-to-leaf path dirty (private
+//! copies with new page numbers, see [`PageStore::make_dirty`]) and then
+//! changes them in place. A split moves about half of a page's bytes to a new
+//! right sibling (or, for appends at the right edge of the tree, only the new
+//! cell, so sequential keys leave full pages behind). A page that falls below
+//! a quarter full after a removal is merged with a sibling when the two fit in
+//! one page; pages are therefore at least a quarter full, and on average far
+//! more, without the cost of redistributing cells between siblings.
+
+use super::node::{separator, split_point, Cell, Node, NodeMut, ValueRef};
+use super::{PageSource, Root, MAX_DEPTH};
+use crate::error::{Error, PageId, Result};
+use crate::storage::page::{PageKind, PageRef, HEADER_LEN};
+
+/// The writer's view of pages: reads like any [`PageSource`], plus dirty
+/// pages it may change.
+pub trait PageStore: PageSource {
+    /// The transaction being written.
+    fn txid(&self) -> u64;
+    /// Returns the number of a private, writable copy of the page `at`:
+    /// the page itself if it is already dirty, else a new page holding a copy
+    /// (the old page is freed once no snapshot can see it).
+    fn make_dirty(&mut self, at: PageRef) -> Result<PageId>;
+    /// A new, empty dirty tree page.
+    fn alloc_node(&mut self, kind: PageKind) -> Result<PageId>;
+    /// The bytes of a dirty page.
+    fn dirty(&mut self, id: PageId) -> &mut [u8];
+    /// Frees a tree page of this tree.
+    fn free_node(&mut self, id: PageId);
+    /// Writes `value` to a new, sealed overflow run and returns it.
+    fn write_overflow(&mut self, value: &[u8]) -> Result<PageRef>;
+    /// Frees the overflow run holding a value of `len` bytes.
+    fn free_overflow(&mut self, at: PageRef, len: u32);
+    /// A reusable buffer (taken and given back, so it can be used while
+    /// dirty pages are borrowed).
+    fn take_scratch(&mut self) -> Vec<u8>;
+    fn put_scratch(&mut self, scratch: Vec<u8>);
+}
+
+/// The dirty path from the root to a leaf: (page, child index taken).
+struct Path {
+    steps: [(PageId, usize); MAX_DEPTH],
+    depth: usize,
+}
+
+/// Makes the root-to-leaf path for `key` dirty; returns the path of branch
+/// pages and the dirty leaf.
+fn dirty_path<W: PageStore>(w: &mut W, root: &mut Root, key: &[u8]) -> Result<(Path, PageId)> {
+    let txid = w.txid();
+    let mut id = w.make_dirty(*root)?;
+    *root = dirty_ref(id, txid);
+    let mut path = Path { steps: [(0, 0); MAX_DEPTH], depth: 0 };
+    loop {
+        let node = Node::new(w.dirty(id));
+        if node.is_leaf() {
+            return Ok((path, id));
+        }
+        if path.depth + 1 == MAX_DEPTH {
+            return Err(Error::corrupt(id, format!("tree deeper than {MAX_DEPTH} levels")));
+        }
+        let idx = node.child_index(key);
+        let child = node.child(idx);
+        let new = w.make_dirty(child)?;
+        if new != child.id || child.txid != txid {
+            NodeMut::new(w.dirty(id)).set_child(idx, dirty_ref(new, txid));
+        }
+        path.steps[path.depth] = (id, idx);
+        path.depth += 1;
+        id = new;
+    }
+}
+
+/// Inserts or replaces `key`. Returns true if the key existed.
+pub fn insert<W: PageStore>(w: &mut W, root: &mut Root, key: &[u8], value: &[u8]) -> Result<bool> {
+    if root.is_none() {
+        let id = w.alloc_node(PageKind::Leaf)?;
+        *root = dirty_ref(id, w.txid());
+    }
+    let (path, leaf) = dirty_path(w, root, key)?;
+    let node = Node::new(w.dirty(leaf));
+    let (idx, existed) = match node.search(key) {
+        Ok(i) => {
+            if let ValueRef::Overflow { page, len } = node.value(i) {
+                w.free_overflow(page, len);
+            }
+            NodeMut::new(w.dirty(leaf)).remove(i);
+            (i, true)
+        }
+        Err(i) => (i, false),
+    };
+    let stored = if w.limits().inline(key.len(), value.len()) {
+        ValueRef::Inline(value)
+    } else {
+        ValueRef::Overflow { page: w.write_overflow(value)?, len: value.len() as u32 }
+    };
+    let cell = Cell::Leaf { key, value: stored };
+    insert_cell(w, root, &path, path.depth, leaf, idx, cell)?;
+    Ok(existed)
+}
+
+/// Whether every step of the path took the last child: the leaf is the
+/// rightmost of the tree, where sequential keys append.
+fn at_right_edge<W: PageStore>(w: &mut W, path: &Path, level: usize) -> bool {
+    (0..level).all(|l| {
+        let (id, idx) = path.steps[l];
+        idx + 1 == Node::new(w.dirty(id)).count()
+    })
+}
+
+/// Inserts `cell` at `idx` of dirty page `id` at `level` of `path`,
+/// splitting pages upward as needed.
+fn insert_cell<W: PageStore>(
+    w: &mut W,
+    root: &mut Root,
+    path: &Path,
+    level: usize,
+    id: PageId,
+    idx: usize,
+    cell: Cell<'_>,
+) -> Result<()> {
+    let mut scratch = w.take_scratch();
+    let fitted = NodeMut::new(w.dirty(id)).insert(idx, &cell, &mut scratch);
+    if fitted {
+        w.put_scratch(scratch);
+        return Ok(());
+    }
+    // Split: lay the old cells plus the new one out in a copy, then rebuild
+    // the left half in place and the right half in a new page.
+    scratch.clear();
+    scratch.extend_from_slice(w.dirty(id));
+    let append = idx == Node::new(&scratch).count() && at_right_edge(w, path, level);
+    let (right, sep) = {
+        let old = Node::new(&scratch);
+        let leaf = old.is_leaf();
+        let count = old.count();
+        let cell_at = |i: usize| -> Cell<'_> {
+            match i.cmp(&idx) {
+                std::cmp::Ordering::Less => old.cell(i),
+                std::cmp::Ordering::Equal => cell,
+                std::cmp::Ordering::Greater => old.cell(i - 1),
+            }
+        };
+        let costs: Vec<usize> = (0..=count).map(|i| cell_at(i).len() + 2).collect();
+        let k = split_point(&costs, w.limits().page_size - HEADER_LEN, append);
+        let kind = if leaf { PageKind::Leaf } else { PageKind::Branch };
+        let right = w.alloc_node(kind)?;
+        NodeMut::new(w.dirty(id)).rebuild((0..k).map(cell_at));
+        let sep: Vec<u8> = if leaf {
+            separator(cell_at(k - 1).key(), cell_at(k).key()).to_vec()
+        } else {
+            cell_at(k).key().to_vec()
+        };
+        // A branch's first key is never read: store it empty.
+        let first = match cell_at(k) {
+            Cell::Branch { child, .. } => Cell::Branch { key: &[], child },
+            c => c,
+        };
+        NodeMut::new(w.dirty(right)).rebuild(std::iter::once(first).chain((k + 1..=count).map(cell_at)));
+        (right, sep)
+    };
+    w.put_scratch(scratch);
+    let txid = w.txid();
+    let sep_cell = Cell::Branch { key: &sep, child: dirty_ref(right, txid) };
+    if level == 0 {
+        // The root split: a new root with the two halves.
+        let new_root = w.alloc_node(PageKind::Branch)?;
+        let mut scratch = w.take_scratch();
+        let mut n = NodeMut::new(w.dirty(new_root));
+        let ok = n.insert(0, &Cell::Branch { key: &[], child: dirty_ref(id, txid) }, &mut scratch)
+            && n.insert(1, &sep_cell, &mut scratch);
+        w.put_scratch(scratch);
+        debug_assert!(ok, "two branch cells always fit");
+        *root = dirty_ref(new_root, txid);
+        return Ok(());
+    }
+    let (parent, pidx) = path.steps[level - 1];
+    insert_cell(w, root, path, level - 1, parent, pidx + 1, sep_cell)
+}
+
+/// Removes `key`. Returns false (and changes nothing) if it was absent.
+pub fn remove<W: PageStore>(w: &mut W, root: &mut Root, key: &[u8]) -> Result<bool> {
+    if super::get(&*w, *root, key)?.is_none() {
+        return Ok(false);
+    }
+    let (path, leaf) = dirty_path(w, root, key)?;
+    let node = Node::new(w.dirty(leaf));
+    let Ok(i) = node.search(key) else {
+        return Err(Error::corrupt(leaf, "key found by lookup is missing from its leaf"));
+    };
+    if let ValueRef::Overflow { page, len } = node.value(i) {
+        w.free_overflow(page, len);
+    }
+    NodeMut::new(w.dirty(leaf)).remove(i);
+    rebalance(w, &path, leaf)?;
+    collapse_root(w, root);
+    Ok(true)
+}
+
+/// Merges underfull pages on the path with a sibling, bottom-up.
+fn rebalance<W: PageStore>(w: &mut W, path: &Path, leaf: PageId) -> Result<()> {
+    let ps = w.limits().page_size;
+    let txid = w.txid();
+    let mut id = leaf;
+    for level in (0..path.depth).rev() {
+        if Node::new(w.dirty(id)).used() >= ps / 4 {
+            return Ok(());
+        }
+        let (parent, idx) = path.steps[level];
+        let pnode = Node::new(w.dirty(parent));
+        if pnode.count() < 2 {
+            return Ok(());
+        }
+        let (li, ri) = if idx > 0 { (idx - 1, idx) } else { (0, 1) };
+        let (lref, rref) = (pnode.child(li), pnode.child(ri));
+        let sep = pnode.key(ri).to_vec();
+        let left = w.make_dirty(lref)?;
+        let right = w.make_dirty(rref)?;
+        NodeMut::new(w.dirty(parent)).set_child(li, dirty_ref(left, txid));
+        NodeMut::new(w.dirty(parent)).set_child(ri, dirty_ref(right, txid));
+        let lnode = Node::new(w.dirty(left));
+        let lused = lnode.used();
+        let rnode = Node::new(w.dirty(right));
+        let mut combined = lused + rnode.used() - HEADER_LEN;
+        if !rnode.is_leaf() {
+            // The right page's first key becomes the parent's separator.
+            combined = combined + sep.len() - rnode.key(0).len();
+        }
+        if combined > ps {
+            return Ok(());
+        }
+        let mut scratch = w.take_scratch();
+        scratch.clear();
+        scratch.extend_from_slice(w.dirty(left));
+        let rcopy = w.dirty(right).to_vec();
+        {
+            let l = Node::new(&scratch);
+            let r = Node::new(&rcopy);
+            let first = match r.cell(0) {
+                Cell::Branch { child, .. } => Cell::Branch { key: &sep, child },
+                c => c,
+            };
+            let cells = (0..l.count())
+                .map(|i| l.cell(i))
+                .chain(std::iter::once(first).filter(|_| r.count() > 0))
+                .chain((1..r.count()).map(|i| r.cell(i)));
+            NodeMut::new(w.dirty(left)).rebuild(cells);
+        }
+        w.put_scratch(scratch);
+        w.free_node(right);
+        NodeMut::new(w.dirty(parent)).remove(ri);
+        id = parent;
+    }
+    Ok(())
+}
+
+/// Shrinks the tree while its root is a branch with one child or an empty
+/// leaf.
+fn collapse_root<W: PageStore>(w: &mut W, root: &mut Root) {
+    loop {
+        if root.is_none() {
+            return;
+        }
+        let node = Node::new(w.dirty(root.id));
+        match (node.is_leaf(), node.count()) {
+            (true, 0) => {
+                w.free_node(root.id);
+                *root = Root::NONE;
+            }
+            (false, 1) => {
+                let child = node.child(0);
+                w.free_node(root.id);
+                *root = child;
+                // The new root may not be dirty; only dirty roots are
+                // inspected further.
+                if child.txid != w.txid() {
+                    return;
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Frees every page of the tree (used to drop a table).
+pub fn free_all<W: PageStore>(w: &mut W, root: Root) -> Result<()> {
+    if root.is_none() {
+        return Ok(());
+    }
+    // Collect first: freeing a dirty page drops its bytes.
+    let mut stack = vec![root];
+    let mut pages = Vec::new();
+    let mut overflow = Vec::new();
+    while let Some(at) = stack.pop() {
+        let node = w.node(at)?;
+        for i in 0..node.count() {
+            if node.is_leaf() {
+                if let ValueRef::Overflow { page, len } = node.value(i) {
+                    overflow.push((page, len));
+                }
+            } else {
+                stack.push(node.child(i));
+            }
+        }
+        pages.push(at.id);
+    }
+    for (at, len) in overflow {
+        w.free_overflow(at, len);
+    }
+    for id in pages {
+        w.free_node(id);
+    }
+    Ok(())
+}
+
+/// A pointer to a dirty page: its checksum is filled in when the commit
+/// seals the page (see [`seal_tree`]).
+fn dirty_ref(id: PageId, txid: u64) -> PageRef {
+    PageRef { id, txid, crc: 0 }
+}
+
+/// Seals every dirty page of a tree bottom-up, writing each child's checksum
+/// into its parent before the parent itself is sealed, and returns the
+/// root's pointer. Only dirty pages are visited: a clean subtree's pointer
+/// already holds its checksum.
+pub fn seal_tree<W: PageStore>(w: &mut W, root: Root) -> Root {
+    if root.is_none() || root.txid != w.txid() {
+        return root;
+    }
+    let count = Node::new(w.dirty(root.id)).count();
+    if !Node::new(w.dirty(root.id)).is_leaf() {
+        for i in 0..count {
+            let child = Node::new(w.dirty(root.id)).child(i);
+            if child.txid == w.txid() {
+                let sealed = seal_tree(w, child);
+                NodeMut::new(w.dirty(root.id)).set_child(i, sealed);
+            }
+        }
+    }
+    let crc = crate::storage::page::seal(w.dirty(root.id));
+    PageRef { crc, ..root }
+}

@@ -1,0 +1,40 @@
+//! revkv: an embeddable MVCC storage engine.
+//!
+//! The layers, bottom up, each depending only on those below it:
+//!
+//! * [`storage`]: the file of checksummed pages, its two meta pages, the
+//!   free-page list and the mapping through which readers see pages.
+//! * `btree`: a copy-on-write B+tree over those pages.
+//! * transactions ([`Db`], [`ReadTxn`], [`WriteTxn`]): snapshots, the single
+//!   writer and crash-safe commits.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! use revkv::{Db, TxnRead};
+//! let db = Db::open(dir.path().join("example.db"))?;
+//! let mut w = db.begin_write()?;
+//! let pods = w.open_table("pods")?;
+//! w.insert(pods, b"/registry/pods/default/web-1", b"{...}")?;
+//! w.commit()?;
+//!
+//! let r = db.begin_read()?;
+//! let pods = r.open_table("pods")?;
+//! assert_eq!(r.table_len(pods)?, 1);
+//! # Ok::<(), revkv::Error>(())
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod btree;
+pub mod error;
+pub mod storage;
+mod txn;
+
+#[cfg(feature = "fault-injection")]
+pub mod testing;
+
+pub use error::{Error, ErrorKind, PageId, Result};
+pub use txn::{
+    CheckReport, Db, Durability, Entries, Options, ReadTxn, Stats, Table, TxnRead, WriteTxn, MAX_TABLE_NAME,
+    MAX_VALUE_LEN,
+};

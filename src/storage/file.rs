@@ -1,0 +1,122 @@
+//! The database file: its lock and every write and sync made to it.
+//!
+//! All changes to the file go through [`DbFile`], which makes them easy to
+//! observe: with the `fault-injection` feature a test can record every write
+//! and sync, or fail any one of them, and so replay power loss at any point.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+#[cfg(feature = "fault-injection")]
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// Watches and may veto every change revkv makes to a database file.
+///
+/// Only available with the `fault-injection` feature; tests use it to record
+/// writes for power-loss replay and to fail chosen writes or syncs.
+#[cfg(feature = "fault-injection")]
+pub trait IoObserver: Send + Sync {
+    /// Called before `data` is written at `offset`; an error fails the write.
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Called before the file's data is synced; an error fails the sync.
+    fn sync(&self) -> io::Result<()>;
+    /// Called before the file's length is set; an error fails the call.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+}
+
+/// The open database file.
+pub struct DbFile {
+    file: File,
+    path: PathBuf,
+    #[cfg(feature = "fault-injection")]
+    observer: Option<Arc<dyn IoObserver>>,
+}
+
+impl DbFile {
+    /// Opens (or creates) the file and takes its lock: exclusive for a
+    /// writer, shared for read-only handles. Never waits: a held lock is an
+    /// error at once.
+    pub fn open(path: &Path, read_only: bool, create: bool) -> Result<DbFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .create(create && !read_only)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let locked = if read_only { file.try_lock_shared() } else { file.try_lock() };
+        match locked {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    path: path.to_path_buf(),
+                    reason: if read_only {
+                        "a writer has it open".into()
+                    } else {
+                        "another handle has it open".into()
+                    },
+                })
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(Error::io(format!("locking {}", path.display()), e))
+            }
+        }
+        Ok(DbFile {
+            file,
+            path: path.to_path_buf(),
+            #[cfg(feature = "fault-injection")]
+            observer: None,
+        })
+    }
+
+    #[cfg(feature = "fault-injection")]
+    pub fn set_observer(&mut self, observer: Option<Arc<dyn IoObserver>>) {
+        self.observer = observer;
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn raw(&self) -> &File {
+        &self.file
+    }
+
+    pub fn len(&self) -> Result<u64> {
+        self.file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| Error::io(format!("reading the length of {}", self.path.display()), e))
+    }
+
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    pub fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(o) = &self.observer {
+            o.write(offset, data)?;
+        }
+        self.file.write_all_at(data, offset)
+    }
+
+    pub fn sync(&self) -> io::Result<()> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(o) = &self.observer {
+            o.sync()?;
+        }
+        self.file.sync_data()
+    }
+
+    pub fn set_len(&self, len: u64) -> io::Result<()> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(o) = &self.observer {
+            o.set_len(len)?;
+        }
+        self.file.set_len(len)
+    }
+}

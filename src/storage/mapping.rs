@@ -1,0 +1,67 @@
+//! The read-only memory mapping of the database file, with address space
+//! reserved ahead of the file so that growth rarely needs a new mapping.
+//!
+//! This module and `verified` hold all of the crate's `unsafe` code.
+//!
+//! Why reserve: bbolt remaps the file as it grows and must stop every reader
+//! while it does. revkv maps far more address space than the file holds
+//! (address space is free on 64-bit targets; only pages that exist are ever
+//! touched). When the file does outgrow a reservation, a new, larger mapping
+//! is made and published; readers that hold the old one keep using it, so no
+//! reader ever waits for a remap. Old mappings are released when the last
+//! reader holding them ends.
+
+use std::fs::File;
+
+use memmap2::{Mmap, MmapOptions};
+
+use crate::error::{Error, Result};
+
+/// Smallest reservation made for a database, whatever its size.
+#[cfg(target_pointer_width = "64")]
+const MIN_RESERVE: u64 = 64 << 30;
+#[cfg(not(target_pointer_width = "64"))]
+const MIN_RESERVE: u64 = 512 << 20;
+
+/// A read-only shared mapping of the database file.
+///
+/// Invariant: only bytes below the file's committed length are ever read
+/// through it (callers check page numbers against the high-water mark of
+/// their snapshot, and the writer extends the file before it publishes a
+/// snapshot whose high-water mark covers the new pages). Reading beyond the
+/// end of the file would raise SIGBUS.
+pub struct Mapping {
+    map: Mmap,
+}
+
+impl Mapping {
+    /// Maps `file` with room for at least `needed` bytes.
+    pub fn new(file: &File, needed: u64) -> Result<Mapping> {
+        let reserve = needed.saturating_mul(2).max(MIN_RESERVE);
+        let len = usize::try_from(reserve)
+            .map_err(|_| Error::InvalidOption(format!("a mapping of {reserve} bytes does not fit in memory")))?;
+        // SAFETY: the mapping is read-only and shared. revkv never writes
+        // through it; the file is changed only with pwrite by the single
+        // writer, which by the free-list invariant never rewrites a page that
+        // any live snapshot can reach, so bytes a reader can see do not change
+        // under it. Other processes cannot open the file for writing while
+        // this handle holds its lock. Reads stay below the file's length (see
+        // the type's invariant), so the reservation beyond the end of the file
+        // is never touched.
+        let map = unsafe { MmapOptions::new().len(len).map(file) }
+            .map_err(|e| Error::io("mapping the database file", e))?;
+        Ok(Mapping { map })
+    }
+
+    /// Bytes the mapping can address.
+    pub fn capacity(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// The bytes at `offset..offset+len`. The caller guarantees that the
+    /// range lies inside the committed file (see the type's invariant).
+    #[inline]
+    pub fn bytes(&self, offset: usize, len: usize) -> &[u8] {
+        &self.map[offset..offset + len]
+    }
+}

@@ -1,0 +1,412 @@
+//! Transactions over the page file: open, snapshots, one writer, commit.
+//!
+//! [`Db`] is the handle; [`ReadTxn`] a snapshot; [`WriteTxn`] the single
+//! writer. Shared state is split so that readers and the writer never wait
+//! for each other: beginning or ending a read takes a short lock on the
+//! published snapshot and the reader table; the writer holds its own lock for
+//! its whole transaction and takes the snapshot lock only to publish a commit.
+
+mod check;
+mod open;
+mod pages;
+pub(crate) mod read;
+mod readers;
+pub(crate) mod table;
+pub(crate) mod write;
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::btree::node::Limits;
+use crate::btree::Root;
+use crate::error::{PageId, Result};
+use crate::storage::extents::ExtentSet;
+use crate::storage::file::DbFile;
+use crate::storage::mapping::Mapping;
+use crate::storage::meta::Meta;
+use crate::storage::page::PageRef;
+use crate::storage::verified::VerifiedPages;
+
+pub use check::CheckReport;
+pub use read::ReadTxn;
+pub use table::{Entries, Table, TxnRead, MAX_TABLE_NAME};
+pub use write::{WriteTxn, MAX_VALUE_LEN};
+
+/// When a commit reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// [`WriteTxn::commit`] returns only once the commit is on stable
+    /// storage (one `fdatasync` for commits of up to 256 pages, two for
+    /// larger ones). The default.
+    #[default]
+    Immediate,
+    /// Commits are written but not synced: they become durable at the next
+    /// [`Db::sync`], the next `Immediate` commit, or when the last handle is
+    /// dropped. A crash of the process loses nothing; power loss or an
+    /// operating-system crash loses the commits since the last sync, never
+    /// more, and never corrupts the file (pages freed by unsynced commits
+    /// are not reused until a sync). For bulk loads and batched commits.
+    None,
+}
+
+/// How to open a database: a builder.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use revkv::{Durability, Options};
+/// let db = Options::new()
+///     .page_size(8192)
+///     .durability(Durability::None)
+///     .open(dir.path().join("bulk.db"))?;
+/// assert_eq!(db.stats().page_size, 8192);
+/// # Ok::<(), revkv::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Options {
+    pub(crate) page_size: Option<u32>,
+    pub(crate) durability: Durability,
+    pub(crate) read_only: bool,
+    pub(crate) create: bool,
+    #[cfg(feature = "fault-injection")]
+    pub(crate) observer: Option<Arc<dyn crate::storage::file::IoObserver>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::new()
+    }
+}
+
+impl Options {
+    /// Defaults: 4 KiB pages for a new file, [`Durability::Immediate`],
+    /// read-write, create the file if missing.
+    pub fn new() -> Options {
+        Options {
+            page_size: None,
+            durability: Durability::Immediate,
+            read_only: false,
+            create: true,
+            #[cfg(feature = "fault-injection")]
+            observer: None,
+        }
+    }
+
+    /// Page size for a new file: a power of two from 512 to 65536. For an
+    /// existing file it must match the file's, or open fails with
+    /// [`Error::PageSizeMismatch`](crate::Error::PageSizeMismatch); leave it
+    /// unset to accept any.
+    pub fn page_size(mut self, bytes: u32) -> Options {
+        self.page_size = Some(bytes);
+        self
+    }
+
+    /// When commits reach the disk; see [`Durability`].
+    pub fn durability(mut self, durability: Durability) -> Options {
+        self.durability = durability;
+        self
+    }
+
+    /// Open without writing: takes a shared lock, so any number of read-only
+    /// handles may share a file that no writer has open.
+    pub fn read_only(mut self, read_only: bool) -> Options {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Whether a missing file is created (ignored for read-only opens,
+    /// which never create).
+    pub fn create(mut self, create: bool) -> Options {
+        self.create = create;
+        self
+    }
+
+    /// Routes every write and sync through `observer` (fault injection for
+    /// tests).
+    #[cfg(feature = "fault-injection")]
+    pub fn io_observer(mut self, observer: Arc<dyn crate::storage::file::IoObserver>) -> Options {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Opens (or creates) the database at `path`.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<Db> {
+        open::open(path.as_ref(), self)
+    }
+}
+
+/// What one commit published: the snapshot new readers get.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Published {
+    pub txid: u64,
+    pub catalog: Root,
+    pub hwm: u64,
+    pub freelist: (PageRef, u32),
+}
+
+impl Published {
+    pub fn from_meta(m: &Meta) -> Published {
+        Published { txid: m.txid, catalog: m.catalog, hwm: m.hwm, freelist: (m.freelist, m.freelist_span) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Space {
+    file_len: u64,
+    hwm: u64,
+    free: u64,
+    pinned: u64,
+    unreferenced: u64,
+}
+
+pub(crate) struct State {
+    pub snapshot: Published,
+    pub mapping: Arc<Mapping>,
+    pub readers: readers::Readers,
+    pub space: Space,
+}
+
+/// The writer's private state, guarded by the writer lock.
+pub(crate) struct Writer {
+    /// The last committed meta.
+    pub meta: Meta,
+    /// Pages that no snapshot can see: reusable now.
+    pub free: ExtentSet,
+    /// Pages the last commit does not reference: `free` plus `pending`.
+    /// This is what the persisted free list holds.
+    pub unreferenced: ExtentSet,
+    /// Runs freed by each commit, held until no open snapshot predates it.
+    pub pending: VecDeque<(u64, Vec<(PageId, u64)>)>,
+    pub pending_pages: u64,
+    pub file_len: u64,
+    pub mapping: Arc<Mapping>,
+    /// Set when a commit failed after writing its meta: the disk's state is
+    /// unknown, so no further commit may build on it.
+    pub poisoned: Option<String>,
+    /// Page buffers kept for reuse so small commits do not allocate.
+    pub buffers: Vec<Box<[u8]>>,
+    pub page_size: usize,
+    /// The slot of `meta`.
+    pub meta_slot: u64,
+    /// The last commit known to be on stable storage, and its meta's slot.
+    pub synced_txid: u64,
+    pub durable_slot: u64,
+    /// Pages written by commits after `synced_txid`.
+    pub unsynced_pages: u64,
+}
+
+impl Writer {
+    /// Moves pages freed by commits at or before `oldest` (every reader's
+    /// snapshot, or all if none) and already durable to the free set.
+    pub fn release_pending(&mut self, oldest: Option<u64>) {
+        while let Some((txid, _)) = self.pending.front() {
+            if oldest.is_some_and(|o| *txid > o) || *txid > self.synced_txid {
+                break;
+            }
+            let (_, runs) = self.pending.pop_front().expect("front exists");
+            for (id, len) in runs {
+                self.free.insert(id, len);
+                self.pending_pages -= len;
+            }
+        }
+    }
+
+    pub fn recycle(&mut self, bufs: impl Iterator<Item = Box<[u8]>>) {
+        for b in bufs {
+            if b.len() == self.page_size && self.buffers.len() < 1024 {
+                self.buffers.push(b);
+            }
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub file: DbFile,
+    pub limits: Limits,
+    pub read_only: bool,
+    pub durability: Durability,
+    pub verified: VerifiedPages,
+    pub state: Mutex<State>,
+    pub writer: Arc<Mutex<Writer>>,
+    serial: AtomicU64,
+}
+
+impl Shared {
+    pub fn next_serial(&self) -> u64 {
+        self.serial.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn publish_space(&self, w: &Writer) {
+        self.state.lock().space = Space {
+            file_len: w.file_len,
+            hwm: w.meta.hwm,
+            free: w.free.pages(),
+            pinned: w.pending_pages,
+            unreferenced: w.unreferenced.pages(),
+        };
+    }
+}
+
+/// Space and activity figures of a database; see [`Db::stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Bytes per page.
+    pub page_size: u32,
+    /// Size of the file in bytes (it grows ahead of use, in steps).
+    pub file_size: u64,
+    /// Pages allocated in the file (the high-water mark).
+    pub allocated_pages: u64,
+    /// Bytes of pages the last commit references (meta pages included).
+    pub bytes_in_use: u64,
+    /// Pages that the next write may reuse.
+    pub free_pages: u64,
+    /// Pages freed by commits but kept because an open snapshot may still
+    /// read them.
+    pub pinned_pages: u64,
+    /// The id of the last commit.
+    pub txid: u64,
+    /// Read transactions open now.
+    pub open_readers: usize,
+    /// How long the longest-open read transaction has been open.
+    pub longest_reader: Option<Duration>,
+}
+
+/// A database handle: cheap to clone, `Send + Sync`, one per file per
+/// process for writing.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use revkv::{Db, TxnRead};
+/// use std::ops::Bound;
+/// let db = Db::open(dir.path().join("db"))?;
+/// let mut w = db.begin_write()?;
+/// let t = w.open_table("t")?;
+/// for k in [b"a", b"b", b"c"] {
+///     w.insert(t, k, b"x")?;
+/// }
+/// w.commit()?;
+/// let r = db.begin_read()?;
+/// let t = r.open_table("t")?;
+/// let keys: Vec<&[u8]> = r
+///     .range(t, Bound::Included(&b"b"[..]), Bound::Unbounded)?
+///     .map(|e| e.map(|(k, _)| k))
+///     .collect::<Result<_, _>>()?;
+/// assert_eq!(keys, [&b"b"[..], b"c"]);
+/// # Ok::<(), revkv::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Db {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Db {
+    /// Opens or creates the database at `path` with default [`Options`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Db> {
+        Options::new().open(path)
+    }
+
+    /// Begins a read transaction on the last commit. Never waits for the
+    /// writer.
+    pub fn begin_read(&self) -> Result<ReadTxn> {
+        Ok(ReadTxn::begin(&self.shared))
+    }
+
+    /// Begins the write transaction, waiting for the current one to end.
+    pub fn begin_write(&self) -> Result<WriteTxn> {
+        WriteTxn::begin(&self.shared)
+    }
+
+    /// Space and activity figures. Never waits for the writer.
+    pub fn stats(&self) -> Stats {
+        let state = self.shared.state.lock();
+        let ps = self.shared.limits.page_size as u64;
+        let s = state.space;
+        Stats {
+            page_size: ps as u32,
+            file_size: s.file_len,
+            allocated_pages: s.hwm,
+            bytes_in_use: (s.hwm - s.unreferenced) * ps,
+            free_pages: s.free,
+            pinned_pages: s.pinned,
+            txid: state.snapshot.txid,
+            open_readers: state.readers.open(),
+            longest_reader: state.readers.longest_open(),
+        }
+    }
+
+    /// Verifies the whole file as of the last commit: every reachable page's
+    /// checksum and layout, key order across pages, balanced depth, entry
+    /// counts, and that every page is either reachable or free exactly once.
+    pub fn check(&self) -> Result<CheckReport> {
+        check::check(&self.begin_read()?)
+    }
+
+    /// Makes every commit so far durable (see [`Durability::None`]). Waits
+    /// for the current write transaction to end. A no-op when nothing is
+    /// unsynced.
+    pub fn sync(&self) -> Result<()> {
+        if self.shared.read_only {
+            return Ok(());
+        }
+        let mut w = self.shared.writer.lock();
+        sync_writer(&self.shared, &mut w)
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &Path {
+        self.shared.file.path()
+    }
+
+    /// The largest key the storage layer accepts (a quarter page, less
+    /// overhead: 976 bytes at 4 KiB pages).
+    pub fn max_key_len(&self) -> usize {
+        self.shared.limits.max_key
+    }
+}
+
+/// Syncs the file, then rewrites the last meta in place saying everything up
+/// to it is synced (so the next open verifies nothing), and syncs again.
+fn sync_writer(shared: &Shared, w: &mut Writer) -> Result<()> {
+    if let Some(why) = &w.poisoned {
+        return Err(crate::Error::Poisoned(why.clone()));
+    }
+    if w.synced_txid == w.meta.txid {
+        return Ok(());
+    }
+    let ps = shared.limits.page_size;
+    let mut meta = w.meta;
+    meta.synced_txid = meta.txid;
+    meta.written_pages = 0;
+    let mut buf = vec![0u8; ps];
+    meta.encode(&mut buf);
+    let result = shared
+        .file
+        .sync()
+        .and_then(|()| shared.file.write_at(&buf, w.meta_slot * ps as u64))
+        .and_then(|()| shared.file.sync());
+    if let Err(e) = result {
+        w.poisoned = Some(format!("syncing transaction {}: {e}", meta.txid));
+        return Err(crate::Error::io(format!("syncing transaction {}", meta.txid), e));
+    }
+    w.meta = meta;
+    w.synced_txid = meta.txid;
+    w.durable_slot = w.meta_slot;
+    w.unsynced_pages = 0;
+    Ok(())
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last handle is gone: make unsynced commits durable so the next
+        // open has nothing to verify. Errors cannot be reported here; the
+        // commits stay crash-safe regardless.
+        if !self.read_only {
+            let _ = sync_writer(self, &mut self.writer.lock());
+        }
+    }
+}

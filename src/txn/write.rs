@@ -1,0 +1,641 @@
+//! The write transaction and its commit.
+//!
+//! One write transaction exists at a time (it holds the writer lock). It
+//! copies pages before changing them, so readers keep seeing their snapshot,
+//! and its commit writes the dirty pages, a new free list and a meta page.
+//!
+//! Commit protocol (see docs/format.md, "Commit"):
+//!
+//! * A commit writes its data pages, then its meta into the slot that does
+//!   not hold the durable meta, then (for [`Durability::Immediate`]) syncs
+//!   once. If power fails before the sync completes, the meta may reach the
+//!   disk without some of its pages; open detects that by walking the pages
+//!   written since the meta's `synced_txid` (each pointer carries the
+//!   checksum of the page it points to) and falls back to the durable meta,
+//!   which no later commit overwrote.
+//! * When more than [`VERIFY_BUDGET`] pages are unsynced, a durable commit
+//!   syncs its data first and writes a meta whose `synced_txid` is its own,
+//!   so open never verifies more than that many pages after a durable
+//!   commit.
+//! * Pages freed by a commit are reused only once that commit is durable and
+//!   no open snapshot predates it, so a fallback never finds its pages
+//!   overwritten.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use parking_lot::lock_api::ArcMutexGuard;
+use parking_lot::RawMutex;
+
+use super::pages::MappedPages;
+use super::table::{check_table_name, Entries, EntriesInner, Table, TableRecord, TxnRead};
+use super::{Durability, Published, Shared, Writer};
+use crate::btree::cursor::Range;
+use crate::btree::node::{Limits, Node, NodeMut};
+use crate::btree::write::{self as tree, PageStore};
+use crate::btree::{self, PageSource, Root};
+use crate::error::{Error, PageId, Result};
+use crate::storage::extents::ExtentSet;
+use crate::storage::meta::Meta;
+use crate::storage::page::{self, init_header, set_word, span_for, PageKind, PageRef, HEADER_LEN};
+
+/// Most pages a commit writes with a single sync; larger commits sync their
+/// data before writing the meta. This bounds the work open does to verify
+/// the last commit.
+pub const VERIFY_BUDGET: u64 = 256;
+/// Largest value the storage layer accepts.
+pub const MAX_VALUE_LEN: usize = (1 << 31) - 1;
+/// Bytes of a free-list entry: first page u64, length u64.
+const FREELIST_ENTRY: usize = 16;
+/// Largest write handed to the operating system at once.
+const MAX_WRITE: usize = 8 << 20;
+
+/// Hashes page numbers for the dirty-page map (they are already well spread;
+/// one multiply mixes them enough and costs nothing next to SipHash).
+#[derive(Default)]
+pub(crate) struct PageHasher(u64);
+
+impl Hasher for PageHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type DirtyPages = HashMap<PageId, Box<[u8]>, BuildHasherDefault<PageHasher>>;
+
+struct TableState {
+    name: Box<str>,
+    record: TableRecord,
+    dirty: bool,
+}
+
+/// The one write transaction of a database.
+///
+/// Changes are visible to this transaction at once and to others after
+/// [`commit`](WriteTxn::commit) returns; dropping it without committing
+/// discards them. Beginning a write transaction waits for the previous one
+/// to end; readers are never blocked.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use revkv::{Db, TxnRead};
+/// let db = Db::open(dir.path().join("db"))?;
+/// let mut w = db.begin_write()?;
+/// let t = w.open_table("t")?;
+/// w.insert(t, b"k", b"v1")?;
+/// assert_eq!(w.get(t, b"k")?, Some(&b"v1"[..]));
+/// drop(w); // aborted
+/// let r = db.begin_read()?;
+/// assert!(r.open_table("t").is_err());
+/// # Ok::<(), revkv::Error>(())
+/// ```
+pub struct WriteTxn {
+    shared: Arc<Shared>,
+    writer: ArcMutexGuard<RawMutex, Writer>,
+    pages: MappedPages,
+    txid: u64,
+    serial: u64,
+    /// Pages 0..hwm are allocated once this transaction commits.
+    hwm: u64,
+    dirty: DirtyPages,
+    /// Runs taken from the writer's free set (returned on abort).
+    allocated: Vec<(PageId, u64)>,
+    /// Committed runs this transaction no longer references.
+    freed: Vec<(PageId, u64)>,
+    /// Runs this transaction allocated and then freed again: reusable at once.
+    txn_free: ExtentSet,
+    catalog: Root,
+    tables: Vec<TableState>,
+    scratch: Vec<u8>,
+    changed: bool,
+    durability: Durability,
+}
+
+impl WriteTxn {
+    pub(crate) fn begin(shared: &Arc<Shared>) -> Result<WriteTxn> {
+        if shared.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let mut writer = shared.writer.lock_arc();
+        if let Some(why) = &writer.poisoned {
+            return Err(Error::Poisoned(why.clone()));
+        }
+        // Pages freed by commits that every open snapshot is at or past can
+        // no longer be seen by anyone: make them reusable.
+        let oldest = shared.state.lock().readers.oldest();
+        writer.release_pending(oldest);
+        shared.publish_space(&writer);
+        let meta = writer.meta;
+        let pages = MappedPages { mapping: Arc::clone(&writer.mapping), hwm: meta.hwm, limits: shared.limits };
+        Ok(WriteTxn {
+            shared: Arc::clone(shared),
+            pages,
+            txid: meta.txid + 1,
+            serial: shared.next_serial(),
+            hwm: meta.hwm,
+            dirty: DirtyPages::default(),
+            allocated: Vec::new(),
+            freed: Vec::new(),
+            txn_free: ExtentSet::new(),
+            catalog: meta.catalog,
+            tables: Vec::new(),
+            scratch: Vec::with_capacity(shared.limits.page_size),
+            changed: false,
+            durability: shared.durability,
+            writer,
+        })
+    }
+
+    /// The id this transaction commits as.
+    pub fn txid(&self) -> u64 {
+        self.txid
+    }
+
+    /// Overrides the database's [`Durability`] for this commit only.
+    pub fn set_durability(&mut self, durability: Durability) {
+        self.durability = durability;
+    }
+
+    /// Opens `name`, creating it (empty) if it does not exist.
+    pub fn open_table(&mut self, name: &str) -> Result<Table> {
+        check_table_name(name)?;
+        if let Some(i) = self.tables.iter().position(|t| &*t.name == name) {
+            return Ok(self.handle(i));
+        }
+        let (record, dirty) = match btree::get(&*self, self.catalog, name.as_bytes())? {
+            Some(rec) => (TableRecord::decode(rec, name.as_bytes())?, false),
+            None => (TableRecord { root: Root::NONE, len: 0 }, true),
+        };
+        self.changed |= dirty;
+        self.tables.push(TableState { name: name.into(), record, dirty });
+        Ok(self.handle(self.tables.len() - 1))
+    }
+
+    /// Removes a table and all its entries. Returns false if it did not
+    /// exist.
+    pub fn delete_table(&mut self, name: &str) -> Result<bool> {
+        check_table_name(name)?;
+        let t = self.open_table(name)?;
+        let root = self.tables[t.slot as usize].record.root;
+        tree::free_all(self, root)?;
+        self.tables.remove(t.slot as usize);
+        // Handles after the removed one now point one slot off: retire them
+        // all by changing this transaction's serial.
+        self.serial = self.shared.next_serial();
+        let mut catalog = self.catalog;
+        let existed = tree::remove(self, &mut catalog, name.as_bytes())?;
+        self.catalog = catalog;
+        self.changed = true;
+        Ok(existed)
+    }
+
+    fn handle(&self, slot: usize) -> Table {
+        Table { owner: self.serial, slot: slot as u32, record: self.tables[slot].record }
+    }
+
+    fn slot(&self, table: Table) -> Result<usize> {
+        if table.owner != self.serial || table.slot as usize >= self.tables.len() {
+            return Err(Error::ForeignTable { table: table.slot });
+        }
+        Ok(table.slot as usize)
+    }
+
+    fn check_entry(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        let max = self.shared.limits.max_key;
+        if key.len() > max {
+            return Err(Error::KeyTooLarge { len: key.len(), max });
+        }
+        if value.len() > MAX_VALUE_LEN {
+            return Err(Error::ValueTooLarge { len: value.len(), max: MAX_VALUE_LEN });
+        }
+        Ok(())
+    }
+
+    /// Inserts or replaces `key`; returns true if it replaced a value.
+    pub fn insert(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<bool> {
+        let slot = self.slot(table)?;
+        self.check_entry(key, value)?;
+        let mut root = self.tables[slot].record.root;
+        let existed = tree::insert(self, &mut root, key, value)?;
+        let t = &mut self.tables[slot];
+        t.record.root = root;
+        t.record.len += u64::from(!existed);
+        t.dirty = true;
+        self.changed = true;
+        Ok(existed)
+    }
+
+    /// Removes `key`; returns true if it was present.
+    pub fn remove(&mut self, table: Table, key: &[u8]) -> Result<bool> {
+        let slot = self.slot(table)?;
+        let mut root = self.tables[slot].record.root;
+        let existed = tree::remove(self, &mut root, key)?;
+        if existed {
+            let t = &mut self.tables[slot];
+            t.record.root = root;
+            t.record.len -= 1;
+            t.dirty = true;
+            self.changed = true;
+        }
+        Ok(existed)
+    }
+
+    /// Discards the transaction (the same as dropping it).
+    pub fn abort(self) {}
+
+    /// Makes the changes durable (unless the database was opened with
+    /// [`Durability::None`]) and visible to new readers.
+    ///
+    /// On an error nothing of this transaction is visible. If the error came
+    /// before the meta page was written, the handle stays usable; if writing
+    /// or syncing the meta failed, the handle refuses further writes
+    /// ([`Error::Poisoned`]) because the disk's state is then unknown, and
+    /// must be reopened. Reads keep working either way.
+    pub fn commit(mut self) -> Result<()> {
+        if !self.changed && self.freed.is_empty() {
+            return Ok(());
+        }
+        // Seal every dirty tree bottom-up and record its root in the catalog.
+        for i in 0..self.tables.len() {
+            if !self.tables[i].dirty {
+                continue;
+            }
+            let root = self.tables[i].record.root;
+            self.tables[i].record.root = tree::seal_tree(&mut self, root);
+            let name = self.tables[i].name.clone();
+            let rec = self.tables[i].record.encode();
+            let mut catalog = self.catalog;
+            tree::insert(&mut self, &mut catalog, name.as_bytes(), &rec)?;
+            self.catalog = catalog;
+        }
+        let catalog = self.catalog;
+        let catalog = tree::seal_tree(&mut self, catalog);
+        self.catalog = catalog;
+
+        let (freelist, freelist_span) = self.write_freelist()?;
+        let written: u64 = self.dirty.values().map(|b| (b.len() / self.shared.limits.page_size) as u64).sum();
+        let unsynced = self.writer.unsynced_pages + written;
+        let durable = self.durability == Durability::Immediate;
+        let barrier = durable && unsynced > VERIFY_BUDGET;
+        let slot = 1 - self.writer.durable_slot;
+        let meta = Meta {
+            page_size: self.shared.limits.page_size as u32,
+            txid: self.txid,
+            catalog,
+            freelist,
+            freelist_span,
+            flags: 0,
+            hwm: self.hwm,
+            written_pages: if barrier { 0 } else { unsynced },
+            synced_txid: if barrier { self.txid } else { self.writer.synced_txid },
+        };
+        // Phase 1: data pages. A failure here leaves the old state intact:
+        // the pages written so far are free in every committed snapshot.
+        self.write_data(barrier)?;
+        // Phase 2: the meta. From here a failure leaves the disk in an
+        // unknown state: poison the handle.
+        let mut buf = vec![0u8; self.shared.limits.page_size];
+        meta.encode(&mut buf);
+        let file = &self.shared.file;
+        let result = file
+            .write_at(&buf, slot * self.shared.limits.page_size as u64)
+            .and_then(|()| if durable { file.sync() } else { Ok(()) });
+        if let Err(e) = result {
+            let why = format!("writing the meta page of transaction {}: {e}", self.txid);
+            self.writer.poisoned = Some(why);
+            return Err(Error::io(format!("committing transaction {}", self.txid), e));
+        }
+        self.publish(meta, slot, durable, unsynced);
+        Ok(())
+    }
+
+    /// Writes the free list for the state after this commit: every page not
+    /// referenced by it (free now, or freed by this or an earlier commit and
+    /// still visible to an open snapshot). Its own old run is freed.
+    fn write_freelist(&mut self) -> Result<(PageRef, u32)> {
+        let old = self.writer.meta.freelist;
+        if !old.is_none() {
+            self.freed.push((old.id, self.writer.meta.freelist_span as u64));
+        }
+        let mut unreferenced = self.writer.unreferenced.clone();
+        for &(id, len) in &self.freed {
+            unreferenced.insert(id, len);
+        }
+        for (id, len) in self.txn_free.iter() {
+            unreferenced.insert(id, len);
+        }
+        if unreferenced.is_empty() {
+            return Ok((PageRef::NONE, 0));
+        }
+        let ps = self.shared.limits.page_size;
+        let mut extra = 2;
+        loop {
+            let span = span_for((unreferenced.runs() + extra) * FREELIST_ENTRY, ps);
+            let id = self.alloc(span as u64)?;
+            let mut set = unreferenced.clone();
+            if set.overlaps(id, span as u64) {
+                set.remove(id, span as u64);
+            }
+            if HEADER_LEN + set.runs() * FREELIST_ENTRY > span as usize * ps {
+                // Taking the run split an extent; try again with more room.
+                self.release(id, span as u64);
+                extra += 4;
+                continue;
+            }
+            let mut buf = self.buffer(span as usize);
+            init_header(&mut buf, PageKind::Freelist, id, self.txid, span);
+            set_word(&mut buf, set.runs() as u32);
+            for (i, (start, len)) in set.iter().enumerate() {
+                let at = HEADER_LEN + i * FREELIST_ENTRY;
+                page::write_u64(&mut buf, at, start);
+                page::write_u64(&mut buf, at + 8, len);
+            }
+            let crc = page::seal(&mut buf);
+            self.dirty.insert(id, buf);
+            return Ok((PageRef { id, txid: self.txid, crc }, span));
+        }
+    }
+
+    /// Writes the dirty pages in file order, coalescing neighbours, after
+    /// growing the file if needed. On error, rolls the allocation back.
+    fn write_data(&mut self, barrier: bool) -> Result<()> {
+        let result = self.try_write_data(barrier);
+        if result.is_err() {
+            self.rollback();
+        }
+        result
+    }
+
+    fn try_write_data(&mut self, barrier: bool) -> Result<()> {
+        let ps = self.shared.limits.page_size as u64;
+        let file = &self.shared.file;
+        let needed = self.hwm * ps;
+        if self.writer.file_len < needed {
+            // Grow in steps (doubling, at most 1 GiB at a time) so a growing
+            // database does not extend its file on every commit.
+            let len = self.writer.file_len;
+            let step = len.clamp(16 * ps, 1 << 30);
+            let target = needed.max(len + step).div_ceil(ps) * ps;
+            file.set_len(target).map_err(|e| Error::io(format!("growing the file to {target} bytes"), e))?;
+            self.writer.file_len = target;
+        }
+        let mut ids: Vec<PageId> = self.dirty.keys().copied().collect();
+        ids.sort_unstable();
+        let mut run: Vec<u8> = Vec::new();
+        let mut run_start = 0;
+        let mut next = 0;
+        for id in ids {
+            let buf = &self.dirty[&id];
+            if !run.is_empty() && (id != next || run.len() + buf.len() > MAX_WRITE) {
+                file.write_at(&run, run_start * ps)
+                    .map_err(|e| Error::io(format!("writing pages at {run_start}"), e))?;
+                run.clear();
+            }
+            if run.is_empty() {
+                run_start = id;
+            }
+            run.extend_from_slice(buf);
+            next = id + (buf.len() as u64 / ps);
+        }
+        if !run.is_empty() {
+            file.write_at(&run, run_start * ps).map_err(|e| Error::io(format!("writing pages at {run_start}"), e))?;
+        }
+        if barrier {
+            file.sync().map_err(|e| Error::io(format!("syncing the data of transaction {}", self.txid), e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the commit visible: new readers see it, its freed pages wait
+    /// for older readers to end.
+    fn publish(mut self, meta: Meta, slot: u64, durable: bool, unsynced: u64) {
+        let ps = self.shared.limits.page_size;
+        for &id in self.dirty.keys() {
+            // Pages this handle wrote are known good.
+            self.shared.verified.insert(id, 1);
+        }
+        let freed = std::mem::take(&mut self.freed);
+        let txn_free = std::mem::take(&mut self.txn_free);
+        let w = &mut *self.writer;
+        for &(id, len) in &freed {
+            w.unreferenced.insert(id, len);
+        }
+        for (id, len) in txn_free.iter() {
+            w.unreferenced.insert(id, len);
+            w.free.insert(id, len);
+        }
+        w.pending_pages += freed.iter().map(|&(_, l)| l).sum::<u64>();
+        w.pending.push_back((self.txid, freed));
+        w.meta = meta;
+        w.meta_slot = slot;
+        if durable {
+            w.synced_txid = meta.txid;
+            w.durable_slot = slot;
+            w.unsynced_pages = 0;
+        } else {
+            w.unsynced_pages = unsynced;
+        }
+        if w.mapping.capacity() < meta.hwm * ps as u64 {
+            // Readers keep the old mapping until they end; none waits.
+            match crate::storage::mapping::Mapping::new(self.shared.file.raw(), w.file_len) {
+                Ok(m) => w.mapping = Arc::new(m),
+                Err(e) => w.poisoned = Some(format!("remapping the grown file: {e}")),
+            }
+        }
+        self.allocated.clear();
+        let dirty = std::mem::take(&mut self.dirty);
+        w.recycle(dirty.into_values());
+        let mut state = self.shared.state.lock();
+        state.snapshot = Published::from_meta(&meta);
+        state.mapping = Arc::clone(&w.mapping);
+        drop(state);
+        self.shared.publish_space(w);
+        self.changed = false;
+    }
+
+    /// Returns every allocation to the free set (abort or failed commit).
+    fn rollback(&mut self) {
+        let w = &mut *self.writer;
+        for (id, len) in self.allocated.drain(..) {
+            w.free.insert(id, len);
+            w.unreferenced.insert(id, len);
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        w.recycle(dirty.into_values());
+        self.freed.clear();
+        self.txn_free = ExtentSet::new();
+        self.changed = false;
+    }
+
+    /// A zeroed buffer for `span` pages, from the writer's pool if possible.
+    fn buffer(&mut self, span: usize) -> Box<[u8]> {
+        let ps = self.shared.limits.page_size;
+        if span == 1 {
+            if let Some(mut b) = self.writer.buffers.pop() {
+                b.fill(0);
+                return b;
+            }
+        }
+        vec![0u8; span * ps].into_boxed_slice()
+    }
+
+    /// Allocates `span` contiguous pages: from this transaction's own freed
+    /// pages, then the free set, then the end of the file.
+    fn alloc(&mut self, span: u64) -> Result<PageId> {
+        if let Some(id) = self.txn_free.take_first_fit(span) {
+            return Ok(id);
+        }
+        let w = &mut *self.writer;
+        if let Some(id) = w.free.take_first_fit(span) {
+            let removed = w.unreferenced.remove(id, span);
+            debug_assert!(removed, "free pages are unreferenced");
+            self.allocated.push((id, span));
+            return Ok(id);
+        }
+        let id = self.hwm;
+        self.hwm += span;
+        Ok(id)
+    }
+
+    /// Gives back a run allocated by this transaction that was never used.
+    fn release(&mut self, id: PageId, span: u64) {
+        self.txn_free.insert(id, span);
+    }
+}
+
+impl PageSource for WriteTxn {
+    fn limits(&self) -> &Limits {
+        &self.pages.limits
+    }
+
+    #[inline]
+    fn node(&self, at: PageRef) -> Result<Node<'_>> {
+        if at.txid == self.txid {
+            return match self.dirty.get(&at.id) {
+                Some(buf) => Ok(Node::new(buf)),
+                None => Err(Error::corrupt(at.id, "pointer to a dirty page that does not exist")),
+            };
+        }
+        self.pages.node(at, &self.shared.verified)
+    }
+
+    fn overflow(&self, at: PageRef, len: u32) -> Result<&[u8]> {
+        if at.txid == self.txid {
+            return match self.dirty.get(&at.id) {
+                Some(buf) => Ok(&buf[HEADER_LEN..HEADER_LEN + len as usize]),
+                None => Err(Error::corrupt(at.id, "pointer to a dirty overflow run that does not exist")),
+            };
+        }
+        self.pages.overflow(at, len, &self.shared.verified)
+    }
+}
+
+impl PageStore for WriteTxn {
+    fn txid(&self) -> u64 {
+        self.txid
+    }
+
+    fn make_dirty(&mut self, at: PageRef) -> Result<PageId> {
+        if at.txid == self.txid {
+            return Ok(at.id);
+        }
+        let id = self.alloc(1)?;
+        let mut buf = self.buffer(1);
+        buf.copy_from_slice(self.pages.node(at, &self.shared.verified)?.bytes());
+        page::write_u64(&mut buf, 8, id);
+        page::write_u64(&mut buf, 16, self.txid);
+        self.dirty.insert(id, buf);
+        self.freed.push((at.id, 1));
+        Ok(id)
+    }
+
+    fn alloc_node(&mut self, kind: PageKind) -> Result<PageId> {
+        let id = self.alloc(1)?;
+        let mut buf = self.buffer(1);
+        NodeMut::init(&mut buf, kind, id, self.txid);
+        self.dirty.insert(id, buf);
+        Ok(id)
+    }
+
+    #[inline]
+    fn dirty(&mut self, id: PageId) -> &mut [u8] {
+        self.dirty.get_mut(&id).expect("page made dirty before it is changed")
+    }
+
+    fn free_node(&mut self, id: PageId) {
+        match self.dirty.remove(&id) {
+            Some(buf) => {
+                self.writer.recycle(std::iter::once(buf));
+                self.txn_free.insert(id, 1);
+            }
+            None => self.freed.push((id, 1)),
+        }
+    }
+
+    fn write_overflow(&mut self, value: &[u8]) -> Result<PageRef> {
+        let span = span_for(value.len(), self.shared.limits.page_size);
+        let id = self.alloc(span as u64)?;
+        let mut buf = self.buffer(span as usize);
+        init_header(&mut buf, PageKind::Overflow, id, self.txid, span);
+        set_word(&mut buf, value.len() as u32);
+        buf[HEADER_LEN..HEADER_LEN + value.len()].copy_from_slice(value);
+        let crc = page::seal(&mut buf);
+        self.dirty.insert(id, buf);
+        Ok(PageRef { id, txid: self.txid, crc })
+    }
+
+    fn free_overflow(&mut self, at: PageRef, len: u32) {
+        let span = span_for(len as usize, self.shared.limits.page_size) as u64;
+        if at.txid == self.txid && self.dirty.remove(&at.id).is_some() {
+            self.txn_free.insert(at.id, span);
+        } else {
+            self.freed.push((at.id, span));
+        }
+    }
+
+    fn take_scratch(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.scratch)
+    }
+
+    fn put_scratch(&mut self, scratch: Vec<u8>) {
+        self.scratch = scratch;
+    }
+}
+
+impl TxnRead for WriteTxn {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<&[u8]>> {
+        let slot = self.slot(table)?;
+        btree::get(self, self.tables[slot].record.root, key)
+    }
+
+    fn range(&self, table: Table, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Result<Entries<'_>> {
+        let slot = self.slot(table)?;
+        let root = self.tables[slot].record.root;
+        Ok(Entries { inner: EntriesInner::Write(Range::new(self, root, start, end)?) })
+    }
+
+    fn table_len(&self, table: Table) -> Result<u64> {
+        Ok(self.tables[self.slot(table)?].record.len)
+    }
+}
+
+impl Drop for WriteTxn {
+    fn drop(&mut self) {
+        if !self.allocated.is_empty() || !self.dirty.is_empty() {
+            self.rollback();
+        }
+    }
+}
