@@ -174,10 +174,16 @@ impl Error {
     }
 
     pub(crate) fn io(context: impl fmt::Display, source: io::Error) -> Error {
-        Error::Io { context: context.to_string(), source }
+        Error::Io {
+            context: context.to_string(),
+            source,
+        }
     }
 
     pub(crate) fn corrupt(page: PageId, problem: impl Into<String>) -> Error {
-        Error::Corrupt { page, problem: problem.into() }
+        Error::Corrupt {
+            page,
+            problem: problem.into(),
+        }
     }
 }

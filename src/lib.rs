@@ -35,6 +35,11 @@ pub mod testing;
 
 pub use error::{Error, ErrorKind, PageId, Result};
 pub use txn::{
-    CheckReport, Db, Durability, Entries, Options, ReadTxn, Stats, Table, TxnRead, WriteTxn, MAX_TABLE_NAME,
-    MAX_VALUE_LEN,
+    CheckReport, Db, Durability, Entries, Options, ReadTxn, Stats, Table, TxnRead, WriteTxn,
+    MAX_TABLE_NAME, MAX_VALUE_LEN,
 };
+
+/// The README's examples, run as doctests so they never go stale.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

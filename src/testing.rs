@@ -43,7 +43,10 @@ pub struct RecordingIo {
 impl RecordingIo {
     /// Records and never fails.
     pub fn new() -> RecordingIo {
-        RecordingIo { fail_at: AtomicUsize::new(usize::MAX), ..Default::default() }
+        RecordingIo {
+            fail_at: AtomicUsize::new(usize::MAX),
+            ..Default::default()
+        }
     }
 
     /// Fails the `n`th write, sync or set-length call (counting from 0), and
@@ -86,7 +89,10 @@ impl RecordingIo {
 
 impl IoObserver for RecordingIo {
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.step(IoOp::Write { offset, data: data.to_vec() })
+        self.step(IoOp::Write {
+            offset,
+            data: data.to_vec(),
+        })
     }
     fn sync(&self) -> io::Result<()> {
         self.step(IoOp::Sync)
@@ -117,7 +123,10 @@ fn apply(image: &mut Vec<u8>, op: &IoOp) {
 /// `torn` (if any) reached it only in part: its first `torn_bytes` bytes.
 pub fn crash_image(ops: &[IoOp], upto: usize, keep: u64, torn: Option<(usize, usize)>) -> Vec<u8> {
     let ops = &ops[..upto];
-    let last_sync = ops.iter().rposition(|o| *o == IoOp::Sync).map_or(0, |i| i + 1);
+    let last_sync = ops
+        .iter()
+        .rposition(|o| *o == IoOp::Sync)
+        .map_or(0, |i| i + 1);
     let mut image = Vec::new();
     for op in &ops[..last_sync] {
         apply(&mut image, op);
@@ -129,7 +138,13 @@ pub fn crash_image(ops: &[IoOp], upto: usize, keep: u64, torn: Option<(usize, us
                 if let Some((t, bytes)) = torn.filter(|&(t, _)| t == i) {
                     let _ = t;
                     let cut = bytes.min(data.len());
-                    apply(&mut image, &IoOp::Write { offset: *offset, data: data[..cut].to_vec() });
+                    apply(
+                        &mut image,
+                        &IoOp::Write {
+                            offset: *offset,
+                            data: data[..cut].to_vec(),
+                        },
+                    );
                 } else if keep >> (i % 64) & 1 == 1 {
                     apply(&mut image, op);
                 }
@@ -148,6 +163,12 @@ pub fn crash_image(ops: &[IoOp], upto: usize, keep: u64, torn: Option<(usize, us
 /// operations.
 pub fn unsynced_writes(ops: &[IoOp], upto: usize) -> usize {
     let ops = &ops[..upto];
-    let last_sync = ops.iter().rposition(|o| *o == IoOp::Sync).map_or(0, |i| i + 1);
-    ops[last_sync..].iter().filter(|o| matches!(o, IoOp::Write { .. })).count()
+    let last_sync = ops
+        .iter()
+        .rposition(|o| *o == IoOp::Sync)
+        .map_or(0, |i| i + 1);
+    ops[last_sync..]
+        .iter()
+        .filter(|o| matches!(o, IoOp::Write { .. }))
+        .count()
 }

@@ -22,12 +22,20 @@ pub struct Cursor<'a, S: PageSource + ?Sized> {
 
 impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
     pub fn new(src: &'a S, root: Root) -> Cursor<'a, S> {
-        Cursor { src, root, path: [(None, 0); MAX_DEPTH], depth: 0 }
+        Cursor {
+            src,
+            root,
+            path: [(None, 0); MAX_DEPTH],
+            depth: 0,
+        }
     }
 
     fn push(&mut self, node: Node<'a>, idx: usize) -> Result<()> {
         if self.depth == MAX_DEPTH {
-            return Err(Error::corrupt(node.id(), format!("tree deeper than {MAX_DEPTH} levels")));
+            return Err(Error::corrupt(
+                node.id(),
+                format!("tree deeper than {MAX_DEPTH} levels"),
+            ));
         }
         self.path[self.depth] = (Some(node), idx);
         self.depth += 1;
@@ -46,7 +54,11 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
     /// (`leftmost`) or last leaf cell.
     fn descend_edge(&mut self, mut node: Node<'a>, leftmost: bool) -> Result<()> {
         loop {
-            let idx = if leftmost { 0 } else { node.count().saturating_sub(1) };
+            let idx = if leftmost {
+                0
+            } else {
+                node.count().saturating_sub(1)
+            };
             self.push(node, idx)?;
             if node.is_leaf() {
                 return Ok(());
@@ -65,7 +77,9 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
     /// Positions at the first entry; false if the tree is empty.
     pub fn first(&mut self) -> Result<bool> {
         self.depth = 0;
-        let Some(root) = self.root_node()? else { return Ok(false) };
+        let Some(root) = self.root_node()? else {
+            return Ok(false);
+        };
         self.descend_edge(root, true)?;
         self.skip_empty_forward()
     }
@@ -73,7 +87,9 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
     /// Positions at the last entry; false if the tree is empty.
     pub fn last(&mut self) -> Result<bool> {
         self.depth = 0;
-        let Some(root) = self.root_node()? else { return Ok(false) };
+        let Some(root) = self.root_node()? else {
+            return Ok(false);
+        };
         self.descend_edge(root, false)?;
         self.skip_empty_backward()
     }
@@ -81,7 +97,9 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
     /// Positions at the first entry whose key is >= `key`.
     pub fn seek(&mut self, key: &[u8]) -> Result<bool> {
         self.depth = 0;
-        let Some(mut node) = self.root_node()? else { return Ok(false) };
+        let Some(mut node) = self.root_node()? else {
+            return Ok(false);
+        };
         loop {
             if node.is_leaf() {
                 let idx = match node.search(key) {
@@ -110,7 +128,9 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
     /// If the cursor sits past the end of its leaf, moves to the next leaf.
     fn skip_empty_forward(&mut self) -> Result<bool> {
         loop {
-            let Some((leaf, idx)) = self.top() else { return Ok(false) };
+            let Some((leaf, idx)) = self.top() else {
+                return Ok(false);
+            };
             if idx < leaf.count() {
                 return Ok(true);
             }
@@ -122,7 +142,9 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
 
     fn skip_empty_backward(&mut self) -> Result<bool> {
         loop {
-            let Some((leaf, _)) = self.top() else { return Ok(false) };
+            let Some((leaf, _)) = self.top() else {
+                return Ok(false);
+            };
             if leaf.count() > 0 {
                 return Ok(true);
             }
@@ -166,14 +188,18 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
 
     /// Moves to the next entry; false when there is none.
     pub fn next(&mut self) -> Result<bool> {
-        let Some((_, idx)) = self.top() else { return Ok(false) };
+        let Some((_, idx)) = self.top() else {
+            return Ok(false);
+        };
         self.path[self.depth - 1].1 = idx + 1;
         self.skip_empty_forward()
     }
 
     /// Moves to the previous entry; false when there is none.
     pub fn prev(&mut self) -> Result<bool> {
-        let Some((_, idx)) = self.top() else { return Ok(false) };
+        let Some((_, idx)) = self.top() else {
+            return Ok(false);
+        };
         if idx > 0 {
             self.path[self.depth - 1].1 = idx - 1;
             return Ok(true);
@@ -197,7 +223,9 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
 
     /// The current entry with its value read (from an overflow run if need be).
     pub fn entry(&self) -> Result<Option<(&'a [u8], &'a [u8])>> {
-        let Some((leaf, idx)) = self.top() else { return Ok(None) };
+        let Some((leaf, idx)) = self.top() else {
+            return Ok(None);
+        };
         if idx >= leaf.count() {
             return Ok(None);
         }
@@ -227,7 +255,12 @@ pub struct Range<'a, S: PageSource + ?Sized> {
 }
 
 impl<'a, S: PageSource + ?Sized> Range<'a, S> {
-    pub fn new(src: &'a S, root: Root, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Result<Range<'a, S>> {
+    pub fn new(
+        src: &'a S,
+        root: Root,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+    ) -> Result<Range<'a, S>> {
         let mut front = Cursor::new(src, root);
         let mut back = Cursor::new(src, root);
         let mut ok = match start {
@@ -239,13 +272,19 @@ impl<'a, S: PageSource + ?Sized> Range<'a, S> {
             && match end {
                 Bound::Unbounded => back.last()?,
                 Bound::Included(k) => back.seek_back(k)?,
-                Bound::Excluded(k) => back.seek_back(k)? && (back.key() != Some(k) || back.prev()?),
+                Bound::Excluded(k) => {
+                    back.seek_back(k)? && (back.key() != Some(k) || back.prev()?)
+                }
             };
         if ok {
             // Empty when the ends have crossed.
             ok = front.key() <= back.key();
         }
-        Ok(Range { front, back, done: !ok })
+        Ok(Range {
+            front,
+            back,
+            done: !ok,
+        })
     }
 
     fn finish_if_met(&mut self) {

@@ -44,7 +44,11 @@ pub trait PageSource {
 }
 
 /// Point lookup: descends from `root` to the leaf that may hold `key`.
-pub fn get<'a, S: PageSource + ?Sized>(src: &'a S, root: Root, key: &[u8]) -> Result<Option<&'a [u8]>> {
+pub fn get<'a, S: PageSource + ?Sized>(
+    src: &'a S,
+    root: Root,
+    key: &[u8],
+) -> Result<Option<&'a [u8]>> {
     if root.is_none() {
         return Ok(None);
     }
@@ -58,5 +62,8 @@ pub fn get<'a, S: PageSource + ?Sized>(src: &'a S, root: Root, key: &[u8]) -> Re
         }
         node = src.node(node.child(node.child_index(key)))?;
     }
-    Err(crate::error::Error::corrupt(root.id, format!("tree deeper than {MAX_DEPTH} levels")))
+    Err(crate::error::Error::corrupt(
+        root.id,
+        format!("tree deeper than {MAX_DEPTH} levels"),
+    ))
 }

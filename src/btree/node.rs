@@ -21,8 +21,8 @@ use std::cmp::Ordering;
 
 use crate::error::{Error, PageId, Result};
 use crate::storage::page::{
-    init_header, read_u16, read_u32, read_u64, set_count, set_word, write_u16, write_u32, write_u64,
-    Header, PageKind, PageRef, HEADER_LEN,
+    init_header, read_u16, read_u32, read_u64, set_count, set_word, write_u16, write_u32,
+    write_u64, Header, PageKind, PageRef, HEADER_LEN,
 };
 
 const LEAF_CELL_HEADER: usize = 7;
@@ -45,7 +45,11 @@ pub struct Limits {
 impl Limits {
     pub fn new(page_size: usize) -> Limits {
         let body = page_size - HEADER_LEN;
-        Limits { page_size, max_cell_cost: body / 2, max_key: body / 4 - BRANCH_CELL_HEADER - 2 - 16 }
+        Limits {
+            page_size,
+            max_cell_cost: body / 2,
+            max_key: body / 4 - BRANCH_CELL_HEADER - 2 - 16,
+        }
     }
 
     /// Whether a key/value pair is stored inline in the leaf.
@@ -73,10 +77,14 @@ pub enum Cell<'a> {
 impl Cell<'_> {
     pub fn len(&self) -> usize {
         match self {
-            Cell::Leaf { key, value: ValueRef::Inline(v) } => LEAF_CELL_HEADER + key.len() + v.len(),
-            Cell::Leaf { key, value: ValueRef::Overflow { .. } } => {
-                LEAF_CELL_HEADER + key.len() + OVERFLOW_REF_LEN
-            }
+            Cell::Leaf {
+                key,
+                value: ValueRef::Inline(v),
+            } => LEAF_CELL_HEADER + key.len() + v.len(),
+            Cell::Leaf {
+                key,
+                value: ValueRef::Overflow { .. },
+            } => LEAF_CELL_HEADER + key.len() + OVERFLOW_REF_LEN,
             Cell::Branch { key, .. } => BRANCH_CELL_HEADER + key.len(),
         }
     }
@@ -123,7 +131,11 @@ fn write_ref(dst: &mut [u8], at: usize, r: PageRef) {
 }
 
 fn read_ref(src: &[u8], at: usize) -> PageRef {
-    PageRef { id: read_u64(src, at), txid: read_u64(src, at + 8), crc: read_u32(src, at + 16) }
+    PageRef {
+        id: read_u64(src, at),
+        txid: read_u64(src, at + 8),
+        crc: read_u32(src, at + 16),
+    }
 }
 
 /// A read-only view of a validated tree page.
@@ -162,7 +174,11 @@ impl<'a> Node<'a> {
     pub fn key(&self, i: usize) -> &'a [u8] {
         let o = self.offset(i);
         let klen = read_u16(self.page, o) as usize;
-        let start = o + if self.is_leaf() { LEAF_CELL_HEADER } else { BRANCH_CELL_HEADER };
+        let start = o + if self.is_leaf() {
+            LEAF_CELL_HEADER
+        } else {
+            BRANCH_CELL_HEADER
+        };
         &self.page[start..start + klen]
     }
 
@@ -174,7 +190,10 @@ impl<'a> Node<'a> {
         let vlen = read_u32(self.page, o + 3);
         let v = o + LEAF_CELL_HEADER + klen;
         if self.page[o + 2] & FLAG_OVERFLOW != 0 {
-            ValueRef::Overflow { page: read_ref(self.page, v), len: vlen }
+            ValueRef::Overflow {
+                page: read_ref(self.page, v),
+                len: vlen,
+            }
         } else {
             ValueRef::Inline(&self.page[v..v + vlen as usize])
         }
@@ -189,9 +208,15 @@ impl<'a> Node<'a> {
     /// The cell `i` as a [`Cell`] that can be written elsewhere.
     pub fn cell(&self, i: usize) -> Cell<'a> {
         if self.is_leaf() {
-            Cell::Leaf { key: self.key(i), value: self.value(i) }
+            Cell::Leaf {
+                key: self.key(i),
+                value: self.value(i),
+            }
         } else {
-            Cell::Branch { key: self.key(i), child: self.child(i) }
+            Cell::Branch {
+                key: self.key(i),
+                child: self.child(i),
+            }
         }
     }
 
@@ -255,7 +280,9 @@ pub fn validate(page: &[u8], id: PageId, limits: &Limits) -> Result<()> {
     }
     let cells_start = h.word() as usize;
     if HEADER_LEN + 2 * count > cells_start || cells_start > ps {
-        return bad(format!("{count} slots overlap the cell area at {cells_start}"));
+        return bad(format!(
+            "{count} slots overlap the cell area at {cells_start}"
+        ));
     }
     if !leaf && count == 0 {
         return bad("branch page without children".into());
@@ -263,7 +290,11 @@ pub fn validate(page: &[u8], id: PageId, limits: &Limits) -> Result<()> {
     let node = Node::new(page);
     for i in 0..count {
         let o = node.offset(i);
-        let fixed = if leaf { LEAF_CELL_HEADER } else { BRANCH_CELL_HEADER };
+        let fixed = if leaf {
+            LEAF_CELL_HEADER
+        } else {
+            BRANCH_CELL_HEADER
+        };
         if o < cells_start || o + fixed > ps {
             return bad(format!("cell {i} at offset {o} lies outside the cell area"));
         }
@@ -272,7 +303,11 @@ pub fn validate(page: &[u8], id: PageId, limits: &Limits) -> Result<()> {
         if leaf {
             let flags = page[o + 2];
             let vlen = read_u32(page, o + 3) as usize;
-            end += if flags & FLAG_OVERFLOW != 0 { OVERFLOW_REF_LEN } else { vlen };
+            end += if flags & FLAG_OVERFLOW != 0 {
+                OVERFLOW_REF_LEN
+            } else {
+                vlen
+            };
             if flags & !FLAG_OVERFLOW != 0 {
                 return bad(format!("cell {i} has unknown flags {flags:#x}"));
             }
@@ -338,7 +373,8 @@ impl<'a> NodeMut<'a> {
         let start = self.cells_start() - len;
         cell.write(&mut self.page[start..start + len]);
         let slots = HEADER_LEN + 2 * i;
-        self.page.copy_within(slots..HEADER_LEN + 2 * count, slots + 2);
+        self.page
+            .copy_within(slots..HEADER_LEN + 2 * count, slots + 2);
         write_u16(self.page, slots, start as u16);
         set_count(self.page, count + 1);
         set_word(self.page, start as u32);
@@ -351,7 +387,8 @@ impl<'a> NodeMut<'a> {
         let o = self.view().offset(i);
         let len = self.view().cell(i).len();
         let slots = HEADER_LEN + 2 * i;
-        self.page.copy_within(slots + 2..HEADER_LEN + 2 * count, slots);
+        self.page
+            .copy_within(slots + 2..HEADER_LEN + 2 * count, slots);
         set_count(self.page, count - 1);
         if o == self.cells_start() {
             set_word(self.page, (o + len) as u32);
@@ -450,7 +487,10 @@ mod tests {
         let mut n = NodeMut::new(&mut p);
         let keys: Vec<Vec<u8>> = (0..20u8).map(|i| vec![b'k', i]).collect();
         for (i, k) in keys.iter().enumerate() {
-            let cell = Cell::Leaf { key: k, value: ValueRef::Inline(b"0123456789") };
+            let cell = Cell::Leaf {
+                key: k,
+                value: ValueRef::Inline(b"0123456789"),
+            };
             assert!(n.insert(i, &cell, &mut scratch));
         }
         for i in (0..20).step_by(2).rev() {
@@ -458,7 +498,14 @@ mod tests {
         }
         // Room freed by removals is found again through compaction.
         let mut i = 0;
-        while n.insert(0, &Cell::Leaf { key: b"a", value: ValueRef::Inline(&[7; 10]) }, &mut scratch) {
+        while n.insert(
+            0,
+            &Cell::Leaf {
+                key: b"a",
+                value: ValueRef::Inline(&[7; 10]),
+            },
+            &mut scratch,
+        ) {
             n.remove(0);
             i += 1;
             if i > 3 {
@@ -480,9 +527,30 @@ mod tests {
         let mut scratch = Vec::new();
         let mut n = NodeMut::new(&mut p);
         let big = vec![1u8; 200];
-        assert!(n.insert(0, &Cell::Leaf { key: b"a", value: ValueRef::Inline(&big) }, &mut scratch));
-        assert!(n.insert(1, &Cell::Leaf { key: b"b", value: ValueRef::Inline(&big) }, &mut scratch));
-        assert!(!n.insert(2, &Cell::Leaf { key: b"c", value: ValueRef::Inline(&big) }, &mut scratch));
+        assert!(n.insert(
+            0,
+            &Cell::Leaf {
+                key: b"a",
+                value: ValueRef::Inline(&big)
+            },
+            &mut scratch
+        ));
+        assert!(n.insert(
+            1,
+            &Cell::Leaf {
+                key: b"b",
+                value: ValueRef::Inline(&big)
+            },
+            &mut scratch
+        ));
+        assert!(!n.insert(
+            2,
+            &Cell::Leaf {
+                key: b"c",
+                value: ValueRef::Inline(&big)
+            },
+            &mut scratch
+        ));
         assert_eq!(n.view().count(), 2);
     }
 
@@ -493,7 +561,8 @@ mod tests {
         assert_eq!(separator(b"a", b"b"), b"b");
         assert_eq!(split_point(&[10, 10, 10, 10], 100, false), 2);
         assert_eq!(split_point(&[10, 10, 10, 10], 100, true), 3);
-        assert_eq!(split_point(&[60, 10, 10, 60], 80, true), 2);
+        assert_eq!(split_point(&[60, 10, 10, 60], 80, true), 3);
+        assert_eq!(split_point(&[60, 10, 10, 60], 79, true), 2);
     }
 
     #[test]
@@ -502,7 +571,11 @@ mod tests {
         let mut scratch = Vec::new();
         let mut n = NodeMut::init(&mut p, PageKind::Branch, 3, 1);
         for (i, k) in [&b""[..], b"g", b"p"].iter().enumerate() {
-            let child = PageRef { id: 10 + i as u64, txid: 1, crc: 9 };
+            let child = PageRef {
+                id: 10 + i as u64,
+                txid: 1,
+                crc: 9,
+            };
             assert!(n.insert(i, &Cell::Branch { key: k, child }, &mut scratch));
         }
         let v = n.view();
@@ -511,6 +584,13 @@ mod tests {
         assert_eq!(v.child_index(b"o"), 1);
         assert_eq!(v.child_index(b"p"), 2);
         assert_eq!(v.child_index(b"zzz"), 2);
-        assert_eq!(v.child(2), PageRef { id: 12, txid: 1, crc: 9 });
+        assert_eq!(
+            v.child(2),
+            PageRef {
+                id: 12,
+                txid: 1,
+                crc: 9
+            }
+        );
     }
 }

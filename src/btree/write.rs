@@ -51,14 +51,20 @@ fn dirty_path<W: PageStore>(w: &mut W, root: &mut Root, key: &[u8]) -> Result<(P
     let txid = w.txid();
     let mut id = w.make_dirty(*root)?;
     *root = dirty_ref(id, txid);
-    let mut path = Path { steps: [(0, 0); MAX_DEPTH], depth: 0 };
+    let mut path = Path {
+        steps: [(0, 0); MAX_DEPTH],
+        depth: 0,
+    };
     loop {
         let node = Node::new(w.dirty(id));
         if node.is_leaf() {
             return Ok((path, id));
         }
         if path.depth + 1 == MAX_DEPTH {
-            return Err(Error::corrupt(id, format!("tree deeper than {MAX_DEPTH} levels")));
+            return Err(Error::corrupt(
+                id,
+                format!("tree deeper than {MAX_DEPTH} levels"),
+            ));
         }
         let idx = node.child_index(key);
         let child = node.child(idx);
@@ -93,20 +99,14 @@ pub fn insert<W: PageStore>(w: &mut W, root: &mut Root, key: &[u8], value: &[u8]
     let stored = if w.limits().inline(key.len(), value.len()) {
         ValueRef::Inline(value)
     } else {
-        ValueRef::Overflow { page: w.write_overflow(value)?, len: value.len() as u32 }
+        ValueRef::Overflow {
+            page: w.write_overflow(value)?,
+            len: value.len() as u32,
+        }
     };
     let cell = Cell::Leaf { key, value: stored };
     insert_cell(w, root, &path, path.depth, leaf, idx, cell)?;
     Ok(existed)
-}
-
-/// Whether every step of the path took the last child: the leaf is the
-/// rightmost of the tree, where sequential keys append.
-fn at_right_edge<W: PageStore>(w: &mut W, path: &Path, level: usize) -> bool {
-    (0..level).all(|l| {
-        let (id, idx) = path.steps[l];
-        idx + 1 == Node::new(w.dirty(id)).count()
-    })
 }
 
 /// Inserts `cell` at `idx` of dirty page `id` at `level` of `path`,
@@ -130,7 +130,11 @@ fn insert_cell<W: PageStore>(
     // the left half in place and the right half in a new page.
     scratch.clear();
     scratch.extend_from_slice(w.dirty(id));
-    let append = idx == Node::new(&scratch).count() && at_right_edge(w, path, level);
+    // Inserting past a page's last key is how sequential keys arrive (the
+    // revision log, and keys that grow within a prefix such as one
+    // namespace's objects): keep the old cells together so the left page
+    // stays full instead of being left half empty forever.
+    let append = idx == Node::new(&scratch).count();
     let (right, sep) = {
         let old = Node::new(&scratch);
         let leaf = old.is_leaf();
@@ -144,7 +148,11 @@ fn insert_cell<W: PageStore>(
         };
         let costs: Vec<usize> = (0..=count).map(|i| cell_at(i).len() + 2).collect();
         let k = split_point(&costs, w.limits().page_size - HEADER_LEN, append);
-        let kind = if leaf { PageKind::Leaf } else { PageKind::Branch };
+        let kind = if leaf {
+            PageKind::Leaf
+        } else {
+            PageKind::Branch
+        };
         let right = w.alloc_node(kind)?;
         NodeMut::new(w.dirty(id)).rebuild((0..k).map(cell_at));
         let sep: Vec<u8> = if leaf {
@@ -157,19 +165,29 @@ fn insert_cell<W: PageStore>(
             Cell::Branch { child, .. } => Cell::Branch { key: &[], child },
             c => c,
         };
-        NodeMut::new(w.dirty(right)).rebuild(std::iter::once(first).chain((k + 1..=count).map(cell_at)));
+        NodeMut::new(w.dirty(right))
+            .rebuild(std::iter::once(first).chain((k + 1..=count).map(cell_at)));
         (right, sep)
     };
     w.put_scratch(scratch);
     let txid = w.txid();
-    let sep_cell = Cell::Branch { key: &sep, child: dirty_ref(right, txid) };
+    let sep_cell = Cell::Branch {
+        key: &sep,
+        child: dirty_ref(right, txid),
+    };
     if level == 0 {
         // The root split: a new root with the two halves.
         let new_root = w.alloc_node(PageKind::Branch)?;
         let mut scratch = w.take_scratch();
         let mut n = NodeMut::new(w.dirty(new_root));
-        let ok = n.insert(0, &Cell::Branch { key: &[], child: dirty_ref(id, txid) }, &mut scratch)
-            && n.insert(1, &sep_cell, &mut scratch);
+        let ok = n.insert(
+            0,
+            &Cell::Branch {
+                key: &[],
+                child: dirty_ref(id, txid),
+            },
+            &mut scratch,
+        ) && n.insert(1, &sep_cell, &mut scratch);
         w.put_scratch(scratch);
         debug_assert!(ok, "two branch cells always fit");
         *root = dirty_ref(new_root, txid);
@@ -187,7 +205,10 @@ pub fn remove<W: PageStore>(w: &mut W, root: &mut Root, key: &[u8]) -> Result<bo
     let (path, leaf) = dirty_path(w, root, key)?;
     let node = Node::new(w.dirty(leaf));
     let Ok(i) = node.search(key) else {
-        return Err(Error::corrupt(leaf, "key found by lookup is missing from its leaf"));
+        return Err(Error::corrupt(
+            leaf,
+            "key found by lookup is missing from its leaf",
+        ));
     };
     if let ValueRef::Overflow { page, len } = node.value(i) {
         w.free_overflow(page, len);

@@ -47,7 +47,11 @@ impl DbFile {
             .truncate(false)
             .open(path)
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        let locked = if read_only { file.try_lock_shared() } else { file.try_lock() };
+        let locked = if read_only {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
         match locked {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {

@@ -38,8 +38,11 @@ impl Mapping {
     /// Maps `file` with room for at least `needed` bytes.
     pub fn new(file: &File, needed: u64) -> Result<Mapping> {
         let reserve = needed.saturating_mul(2).max(MIN_RESERVE);
-        let len = usize::try_from(reserve)
-            .map_err(|_| Error::InvalidOption(format!("a mapping of {reserve} bytes does not fit in memory")))?;
+        let len = usize::try_from(reserve).map_err(|_| {
+            Error::InvalidOption(format!(
+                "a mapping of {reserve} bytes does not fit in memory"
+            ))
+        })?;
         // SAFETY: the mapping is read-only and shared. revkv never writes
         // through it; the file is changed only with pwrite by the single
         // writer, which by the free-list invariant never rewrites a page that

@@ -103,7 +103,9 @@ impl Meta {
             return Err(Error::CorruptFile(format!("meta page {slot} is truncated")));
         }
         if bytes[8..16] != MAGIC {
-            return Err(Error::NotADatabase(format!("meta page {slot} has no revkv magic")));
+            return Err(Error::NotADatabase(format!(
+                "meta page {slot} has no revkv magic"
+            )));
         }
         let stored = read_u32(bytes, 0);
         let actual = crc32fast::hash(&bytes[4..META_LEN]);
@@ -115,14 +117,25 @@ impl Meta {
         }
         let version = read_u32(bytes, 16);
         if version != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
         }
         let meta = Meta {
             page_size: read_u32(bytes, 20),
             txid: read_u64(bytes, 24),
-            catalog: PageRef { id: read_u64(bytes, 32), txid: read_u64(bytes, 40), crc: read_u32(bytes, 48) },
+            catalog: PageRef {
+                id: read_u64(bytes, 32),
+                txid: read_u64(bytes, 40),
+                crc: read_u32(bytes, 48),
+            },
             freelist_span: read_u32(bytes, 52),
-            freelist: PageRef { id: read_u64(bytes, 56), txid: read_u64(bytes, 64), crc: read_u32(bytes, 72) },
+            freelist: PageRef {
+                id: read_u64(bytes, 56),
+                txid: read_u64(bytes, 64),
+                crc: read_u32(bytes, 72),
+            },
             flags: read_u32(bytes, 76),
             hwm: read_u64(bytes, 80),
             written_pages: read_u64(bytes, 88),
@@ -138,13 +151,22 @@ impl Meta {
         if !self.page_size.is_power_of_two()
             || !(super::page::MIN_PAGE_SIZE..=super::page::MAX_PAGE_SIZE).contains(&self.page_size)
         {
-            return bad(format!("meta names an impossible page size {}", self.page_size));
+            return bad(format!(
+                "meta names an impossible page size {}",
+                self.page_size
+            ));
         }
         if self.synced_txid > self.txid {
-            return bad(format!("synced transaction {} is after the meta's own {}", self.synced_txid, self.txid));
+            return bad(format!(
+                "synced transaction {} is after the meta's own {}",
+                self.synced_txid, self.txid
+            ));
         }
         if self.hwm < 2 {
-            return bad(format!("high-water mark {} is below the meta pages", self.hwm));
+            return bad(format!(
+                "high-water mark {} is below the meta pages",
+                self.hwm
+            ));
         }
         for (what, r) in [("catalog", self.catalog), ("free list", self.freelist)] {
             if r.id != 0 && (r.id < 2 || r.id >= self.hwm || r.txid > self.txid) {
@@ -155,7 +177,10 @@ impl Meta {
             }
         }
         if self.freelist.id != 0 && self.freelist.id + self.freelist_span as u64 > self.hwm {
-            return bad(format!("free list run of {} pages passes the high-water mark", self.freelist_span));
+            return bad(format!(
+                "free list run of {} pages passes the high-water mark",
+                self.freelist_span
+            ));
         }
         Ok(())
     }
@@ -170,7 +195,11 @@ mod tests {
         let mut m = Meta::empty(4096);
         m.txid = 9;
         m.hwm = 100;
-        m.catalog = PageRef { id: 5, txid: 9, crc: 77 };
+        m.catalog = PageRef {
+            id: 5,
+            txid: 9,
+            crc: 77,
+        };
         let mut page = vec![0u8; 4096];
         m.encode(&mut page);
         assert_eq!(Meta::decode(&page, 1).unwrap(), m);
@@ -179,6 +208,9 @@ mod tests {
         assert!(matches!(Meta::decode(&bad, 1), Err(Error::Corrupt { .. })));
         let mut foreign = page.clone();
         foreign[8] = b'x';
-        assert!(matches!(Meta::decode(&foreign, 1), Err(Error::NotADatabase(_))));
+        assert!(matches!(
+            Meta::decode(&foreign, 1),
+            Err(Error::NotADatabase(_))
+        ));
     }
 }

@@ -48,7 +48,11 @@ pub struct PageRef {
 
 impl PageRef {
     /// The null pointer: no page.
-    pub const NONE: PageRef = PageRef { id: 0, txid: 0, crc: 0 };
+    pub const NONE: PageRef = PageRef {
+        id: 0,
+        txid: 0,
+        crc: 0,
+    };
 
     pub fn is_none(&self) -> bool {
         self.id == 0
@@ -170,12 +174,19 @@ pub(crate) fn check_header(run: &[u8], want: PageRef, kind: PageKind) -> Result<
     let (id, txid) = (want.id, want.txid);
     let h = Header(run);
     if h.id() != id {
-        return Err(Error::corrupt(id, format!("header names page {} (misdirected write)", h.id())));
+        return Err(Error::corrupt(
+            id,
+            format!("header names page {} (misdirected write)", h.id()),
+        ));
     }
     if h.kind_byte() != kind as u8 {
         return Err(Error::corrupt(
             id,
-            format!("expected a {:?} page, found kind byte {}", kind, h.kind_byte()),
+            format!(
+                "expected a {:?} page, found kind byte {}",
+                kind,
+                h.kind_byte()
+            ),
         ));
     }
     if h.txid() != txid {

@@ -30,7 +30,9 @@ impl Default for VerifiedPages {
 
 impl VerifiedPages {
     pub fn new() -> VerifiedPages {
-        VerifiedPages { segments: (0..SEGMENTS).map(|_| OnceLock::new()).collect() }
+        VerifiedPages {
+            segments: (0..SEGMENTS).map(|_| OnceLock::new()).collect(),
+        }
     }
 
     fn locate(id: PageId) -> Option<(usize, usize, u64)> {
@@ -44,7 +46,9 @@ impl VerifiedPages {
 
     #[inline]
     pub fn contains(&self, id: PageId) -> bool {
-        let Some((seg, word, mask)) = Self::locate(id) else { return false };
+        let Some((seg, word, mask)) = Self::locate(id) else {
+            return false;
+        };
         match self.segments[seg].get() {
             Some(words) => words[word].load(Ordering::Acquire) & mask != 0,
             None => false,
@@ -54,7 +58,9 @@ impl VerifiedPages {
     /// Marks `span` pages starting at `id` as verified.
     pub fn insert(&self, id: PageId, span: u64) {
         for p in id..id + span {
-            let Some((seg, word, mask)) = Self::locate(p) else { return };
+            let Some((seg, word, mask)) = Self::locate(p) else {
+                return;
+            };
             let words = self.segments[seg]
                 .get_or_init(|| (0..SEGMENT_WORDS).map(|_| AtomicU64::new(0)).collect());
             words[word].fetch_or(mask, Ordering::Release);
@@ -64,7 +70,9 @@ impl VerifiedPages {
     /// Forgets pages (for example after the file was truncated).
     pub fn clear(&self, id: PageId, span: u64) {
         for p in id..id + span {
-            let Some((seg, word, mask)) = Self::locate(p) else { return };
+            let Some((seg, word, mask)) = Self::locate(p) else {
+                return;
+            };
             if let Some(words) = self.segments[seg].get() {
                 words[word].fetch_and(!mask, Ordering::Release);
             }

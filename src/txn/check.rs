@@ -37,7 +37,10 @@ impl Seen {
         for p in id..id + span {
             let (w, b) = ((p / 64) as usize, 1u64 << (p % 64));
             if self.bits[w] & b != 0 {
-                return Err(Error::corrupt(p, format!("{what} reaches a page that is already in use")));
+                return Err(Error::corrupt(
+                    p,
+                    format!("{what} reaches a page that is already in use"),
+                ));
             }
             self.bits[w] |= b;
             self.count += 1;
@@ -48,25 +51,43 @@ impl Seen {
 
 pub(crate) fn check(r: &ReadTxn) -> Result<CheckReport> {
     let hwm = r.hwm();
-    let mut seen = Seen { bits: vec![0; hwm.div_ceil(64) as usize], count: 0 };
+    let mut seen = Seen {
+        bits: vec![0; hwm.div_ceil(64) as usize],
+        count: 0,
+    };
     seen.mark(0, 2, "the meta pages")?;
     let mut tables = Vec::new();
     let mut records = Vec::new();
-    walk(r, &mut seen, r.catalog(), "the catalog", &mut |key, value| {
-        let rec = TableRecord::decode(value, key)?;
-        records.push((String::from_utf8_lossy(key).into_owned(), rec));
-        Ok(())
-    })?;
+    walk(
+        r,
+        &mut seen,
+        r.catalog(),
+        "the catalog",
+        &mut |key, value| {
+            let rec = TableRecord::decode(value, key)?;
+            records.push((String::from_utf8_lossy(key).into_owned(), rec));
+            Ok(())
+        },
+    )?;
     for (name, rec) in records {
         let mut entries = 0u64;
-        walk(r, &mut seen, rec.root, &format!("table {name:?}"), &mut |_, _| {
-            entries += 1;
-            Ok(())
-        })?;
+        walk(
+            r,
+            &mut seen,
+            rec.root,
+            &format!("table {name:?}"),
+            &mut |_, _| {
+                entries += 1;
+                Ok(())
+            },
+        )?;
         if entries != rec.len {
             return Err(Error::corrupt(
                 rec.root.id,
-                format!("table {name:?} holds {entries} entries but the catalog records {}", rec.len),
+                format!(
+                    "table {name:?} holds {entries} entries but the catalog records {}",
+                    rec.len
+                ),
             ));
         }
         tables.push((name, entries));
@@ -92,10 +113,15 @@ pub(crate) fn check(r: &ReadTxn) -> Result<CheckReport> {
         seen.mark(start, len, "the free list")?;
     }
     if seen.count != hwm {
-        let leaked = (0..hwm).find(|&p| seen.bits[(p / 64) as usize] & (1 << (p % 64)) == 0).unwrap_or(0);
+        let leaked = (0..hwm)
+            .find(|&p| seen.bits[(p / 64) as usize] & (1 << (p % 64)) == 0)
+            .unwrap_or(0);
         return Err(Error::corrupt(
             leaked,
-            format!("{} pages are neither reachable nor free (leaked)", hwm - seen.count),
+            format!(
+                "{} pages are neither reachable nor free (leaked)",
+                hwm - seen.count
+            ),
         ));
     }
     Ok(CheckReport {
@@ -125,10 +151,14 @@ fn walk(
     let mut last_key: Option<Vec<u8>> = None;
     // (page, depth, bounds from the parent: lower inclusive, upper exclusive)
     type Bounds = (Option<Vec<u8>>, Option<Vec<u8>>);
-    let mut stack: Vec<(crate::storage::page::PageRef, usize, Bounds)> = vec![(root, 0, (None, None))];
+    let mut stack: Vec<(crate::storage::page::PageRef, usize, Bounds)> =
+        vec![(root, 0, (None, None))];
     while let Some((at, depth, (lower, upper))) = stack.pop() {
         if depth >= MAX_DEPTH {
-            return Err(Error::corrupt(at.id, format!("{what} is deeper than {MAX_DEPTH} levels")));
+            return Err(Error::corrupt(
+                at.id,
+                format!("{what} is deeper than {MAX_DEPTH} levels"),
+            ));
         }
         seen.mark(at.id, 1, what)?;
         let bytes = pages.node(at, &r.shared().verified)?.bytes();
@@ -136,26 +166,45 @@ fn walk(
         verify_checksum(bytes, at.id)?;
         node::validate(bytes, at.id, &limits)?;
         let n = Node::new(bytes);
-        check_header(bytes, at, if n.is_leaf() { PageKind::Leaf } else { PageKind::Branch })?;
+        check_header(
+            bytes,
+            at,
+            if n.is_leaf() {
+                PageKind::Leaf
+            } else {
+                PageKind::Branch
+            },
+        )?;
         let first_real = usize::from(!n.is_leaf());
         for i in first_real..n.count() {
             let k = n.key(i);
-            if lower.as_deref().is_some_and(|lo| k < lo) || upper.as_deref().is_some_and(|hi| k >= hi) {
-                return Err(Error::corrupt(at.id, format!("{what}: key {i} lies outside its parent's separators")));
+            if lower.as_deref().is_some_and(|lo| k < lo)
+                || upper.as_deref().is_some_and(|hi| k >= hi)
+            {
+                return Err(Error::corrupt(
+                    at.id,
+                    format!("{what}: key {i} lies outside its parent's separators"),
+                ));
             }
         }
         if n.is_leaf() {
             match leaf_depth {
                 None => leaf_depth = Some(depth),
                 Some(d) if d != depth => {
-                    return Err(Error::corrupt(at.id, format!("{what}: leaves at depths {d} and {depth}")))
+                    return Err(Error::corrupt(
+                        at.id,
+                        format!("{what}: leaves at depths {d} and {depth}"),
+                    ))
                 }
                 _ => {}
             }
             for i in 0..n.count() {
                 let key = n.key(i);
                 if last_key.as_deref().is_some_and(|k| k >= key) {
-                    return Err(Error::corrupt(at.id, format!("{what}: keys out of order across pages")));
+                    return Err(Error::corrupt(
+                        at.id,
+                        format!("{what}: keys out of order across pages"),
+                    ));
                 }
                 last_key = Some(key.to_vec());
                 let value = match n.value(i) {
@@ -164,7 +213,10 @@ fn walk(
                         let span = span_for(len as usize, limits.page_size) as u64;
                         seen.mark(page.id, span, what)?;
                         let v = pages.overflow(page, len, &r.shared().verified)?;
-                        let run = pages.mapping.bytes(page.id as usize * limits.page_size, span as usize * limits.page_size);
+                        let run = pages.mapping.bytes(
+                            page.id as usize * limits.page_size,
+                            span as usize * limits.page_size,
+                        );
                         verify_checksum(run, page.id)?;
                         v
                     }
@@ -174,8 +226,16 @@ fn walk(
         } else {
             // Push right to left so children are visited in key order.
             for i in (0..n.count()).rev() {
-                let lo = if i == 0 { lower.clone() } else { Some(n.key(i).to_vec()) };
-                let hi = if i + 1 == n.count() { upper.clone() } else { Some(n.key(i + 1).to_vec()) };
+                let lo = if i == 0 {
+                    lower.clone()
+                } else {
+                    Some(n.key(i).to_vec())
+                };
+                let hi = if i + 1 == n.count() {
+                    upper.clone()
+                } else {
+                    Some(n.key(i + 1).to_vec())
+                };
                 stack.push((n.child(i), depth + 1, (lo, hi)));
             }
         }

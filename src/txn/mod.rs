@@ -150,7 +150,12 @@ pub(crate) struct Published {
 
 impl Published {
     pub fn from_meta(m: &Meta) -> Published {
-        Published { txid: m.txid, catalog: m.catalog, hwm: m.hwm, freelist: (m.freelist, m.freelist_span) }
+        Published {
+            txid: m.txid,
+            catalog: m.catalog,
+            hwm: m.hwm,
+            freelist: (m.freelist, m.freelist_span),
+        }
     }
 }
 
@@ -391,7 +396,10 @@ fn sync_writer(shared: &Shared, w: &mut Writer) -> Result<()> {
         .and_then(|()| shared.file.sync());
     if let Err(e) = result {
         w.poisoned = Some(format!("syncing transaction {}: {e}", meta.txid));
-        return Err(crate::Error::io(format!("syncing transaction {}", meta.txid), e));
+        return Err(crate::Error::io(
+            format!("syncing transaction {}", meta.txid),
+            e,
+        ));
     }
     w.meta = meta;
     w.synced_txid = meta.txid;
@@ -408,5 +416,15 @@ impl Drop for Shared {
         if !self.read_only {
             let _ = sync_writer(self, &mut self.writer.lock());
         }
+    }
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("path", &self.path())
+            .field("page_size", &self.shared.limits.page_size)
+            .field("read_only", &self.shared.read_only)
+            .finish()
     }
 }

@@ -45,7 +45,10 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
     let ps = metas[0].0.page_size;
     if let Some(req) = opts.page_size {
         if req != ps {
-            return Err(Error::PageSizeMismatch { file: ps, requested: req });
+            return Err(Error::PageSizeMismatch {
+                file: ps,
+                requested: req,
+            });
         }
     }
     metas.sort_by_key(|(m, _)| std::cmp::Reverse(m.txid));
@@ -56,7 +59,11 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
     let mut problems = Vec::new();
     let mut chosen = None;
     for (meta, slot) in metas {
-        let pages = MappedPages { mapping: Arc::clone(&mapping), hwm: meta.hwm, limits };
+        let pages = MappedPages {
+            mapping: Arc::clone(&mapping),
+            hwm: meta.hwm,
+            limits,
+        };
         let attempt = (|| {
             if meta.hwm * ps as u64 > len {
                 return Err(Error::CorruptFile(format!(
@@ -78,12 +85,16 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         }
     }
     let Some((meta, slot, free)) = chosen else {
-        return Err(Error::CorruptFile(format!("no meta page leads to an intact commit ({})", problems.join("; "))));
+        return Err(Error::CorruptFile(format!(
+            "no meta page leads to an intact commit ({})",
+            problems.join("; ")
+        )));
     };
     if !opts.read_only && meta.synced_txid < meta.txid {
         // The chosen commit reached the file but maybe not stable storage:
         // make it durable before anything builds on it.
-        file.sync().map_err(|e| Error::io("syncing the last commit at open", e))?;
+        file.sync()
+            .map_err(|e| Error::io("syncing the last commit at open", e))?;
     }
     let writer = Writer {
         meta,
@@ -144,7 +155,8 @@ fn read_metas(file: &DbFile, len: u64) -> Result<Vec<(Meta, u64)>> {
         if at + META_LEN as u64 > len {
             return Ok(false);
         }
-        file.read_at(buf, at).map_err(|e| Error::io(format!("reading the meta page at byte {at}"), e))?;
+        file.read_at(buf, at)
+            .map_err(|e| Error::io(format!("reading the meta page at byte {at}"), e))?;
         Ok(true)
     };
     let mut metas = Vec::new();
@@ -159,7 +171,10 @@ fn read_metas(file: &DbFile, len: u64) -> Result<Vec<(Meta, u64)>> {
     // every legal page size.
     let sizes: Vec<u32> = match metas.first() {
         Some((m, _)) => vec![m.page_size],
-        None => (9..=16).map(|s| 1u32 << s).filter(|s| (MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(s)).collect(),
+        None => (9..=16)
+            .map(|s| 1u32 << s)
+            .filter(|s| (MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(s))
+            .collect(),
     };
     for ps in sizes {
         if !read(&mut buf, ps as u64)? {
@@ -182,17 +197,27 @@ fn read_metas(file: &DbFile, len: u64) -> Result<Vec<(Meta, u64)>> {
     }
     if metas.is_empty() {
         if len < META_LEN as u64 {
-            return Err(Error::NotADatabase(format!("the file has only {len} bytes")));
+            return Err(Error::NotADatabase(format!(
+                "the file has only {len} bytes"
+            )));
         }
         // Prefer the most specific reason: a version or a foreign file.
-        if let Some(i) = errors.iter().position(|e| matches!(e, Error::UnsupportedVersion { .. })) {
+        if let Some(i) = errors
+            .iter()
+            .position(|e| matches!(e, Error::UnsupportedVersion { .. }))
+        {
             return Err(errors.swap_remove(i));
         }
         if errors.iter().all(|e| matches!(e, Error::NotADatabase(_))) {
-            return Err(Error::NotADatabase("neither meta page carries revkv's magic number".into()));
+            return Err(Error::NotADatabase(
+                "neither meta page carries revkv's magic number".into(),
+            ));
         }
         let why: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        return Err(Error::CorruptFile(format!("both meta pages are damaged: {}", why.join("; "))));
+        return Err(Error::CorruptFile(format!(
+            "both meta pages are damaged: {}",
+            why.join("; ")
+        )));
     }
     Ok(metas)
 }
@@ -213,7 +238,10 @@ fn verify_commit(meta: &Meta, pages: &MappedPages, verified: &VerifiedPages) -> 
         if visited > meta.written_pages + 1 {
             return Err(Error::corrupt(
                 at.id,
-                format!("commit {t} reaches more unsynced pages than the {} written", meta.written_pages),
+                format!(
+                    "commit {t} reaches more unsynced pages than the {} written",
+                    meta.written_pages
+                ),
             ));
         }
         let node = pages.node(at, verified)?;
@@ -253,7 +281,10 @@ pub(crate) fn load_freelist(meta: &Meta, pages: &MappedPages) -> Result<ExtentSe
     let id = meta.freelist.id;
     let count = page::Header(run).word() as usize;
     if HEADER_LEN + count * 16 > run.len() {
-        return Err(Error::corrupt(id, format!("free list claims {count} runs, more than its pages hold")));
+        return Err(Error::corrupt(
+            id,
+            format!("free list claims {count} runs, more than its pages hold"),
+        ));
     }
     let mut last_end = 2;
     for i in 0..count {

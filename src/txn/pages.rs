@@ -10,7 +10,9 @@ use std::sync::Arc;
 use crate::btree::node::{self, Limits, Node};
 use crate::error::{Error, Result};
 use crate::storage::mapping::Mapping;
-use crate::storage::page::{check_header, span_for, verify_checksum, Header, PageKind, PageRef, HEADER_LEN};
+use crate::storage::page::{
+    check_header, span_for, verify_checksum, Header, PageKind, PageRef, HEADER_LEN,
+};
 use crate::storage::verified::VerifiedPages;
 
 /// Committed pages as one snapshot sees them.
@@ -26,7 +28,10 @@ impl MappedPages {
         if at.id < 2 || at.id.checked_add(span).is_none_or(|end| end > self.hwm) {
             return Err(Error::corrupt(
                 at.id,
-                format!("pointer to a run of {span} pages beyond the high-water mark {}", self.hwm),
+                format!(
+                    "pointer to a run of {span} pages beyond the high-water mark {}",
+                    self.hwm
+                ),
             ));
         }
         let ps = self.limits.page_size;
@@ -57,7 +62,11 @@ impl MappedPages {
         if h.span() != span || h.word() != len {
             return Err(Error::corrupt(
                 at.id,
-                format!("overflow run holds {} bytes in {} pages, its leaf expects {len} in {span}", h.word(), h.span()),
+                format!(
+                    "overflow run holds {} bytes in {} pages, its leaf expects {len} in {span}",
+                    h.word(),
+                    h.span()
+                ),
             ));
         }
         if !verified.contains(at.id) {
@@ -72,7 +81,10 @@ impl MappedPages {
         let bytes = self.run(at, span as u64)?;
         let h = check_header(bytes, at, PageKind::Freelist)?;
         if h.span() != span {
-            return Err(Error::corrupt(at.id, format!("free list run of {} pages, meta says {span}", h.span())));
+            return Err(Error::corrupt(
+                at.id,
+                format!("free list run of {} pages, meta says {span}", h.span()),
+            ));
         }
         verify_checksum(bytes, at.id)?;
         Ok(bytes)

@@ -53,7 +53,11 @@ impl ReadTxn {
         drop(state);
         ReadTxn {
             shared: Arc::clone(shared),
-            pages: MappedPages { mapping, hwm: snap.hwm, limits: shared.limits },
+            pages: MappedPages {
+                mapping,
+                hwm: snap.hwm,
+                limits: shared.limits,
+            },
             txid: snap.txid,
             catalog: snap.catalog,
             freelist: snap.freelist,
@@ -73,7 +77,11 @@ impl ReadTxn {
         check_table_name(name)?;
         let rec = btree::get(self, self.catalog, name.as_bytes())?
             .ok_or_else(|| Error::TableNotFound(name.to_string()))?;
-        Ok(Table { owner: self.serial, slot: 0, record: TableRecord::decode(rec, name.as_bytes())? })
+        Ok(Table {
+            owner: self.serial,
+            slot: 0,
+            record: TableRecord::decode(rec, name.as_bytes())?,
+        })
     }
 
     /// The names of all tables in this snapshot, in order.
@@ -129,7 +137,9 @@ impl TxnRead for ReadTxn {
 
     fn range(&self, table: Table, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Result<Entries<'_>> {
         let root = self.record(table)?.root;
-        Ok(Entries { inner: EntriesInner::Read(Range::new(self, root, start, end)?) })
+        Ok(Entries {
+            inner: EntriesInner::Read(Range::new(self, root, start, end)?),
+        })
     }
 
     fn table_len(&self, table: Table) -> Result<u64> {

@@ -49,7 +49,11 @@ impl Readers {
 
     /// How long the longest-open reader has been open.
     pub fn longest_open(&self) -> Option<Duration> {
-        self.slots.iter().flatten().map(|&(_, since)| since.elapsed()).max()
+        self.slots
+            .iter()
+            .flatten()
+            .map(|&(_, since)| since.elapsed())
+            .max()
     }
 }
 

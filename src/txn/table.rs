@@ -41,7 +41,11 @@ impl TableRecord {
             )));
         }
         Ok(TableRecord {
-            root: PageRef { id: read_u64(b, 0), txid: read_u64(b, 8), crc: read_u32(b, 16) },
+            root: PageRef {
+                id: read_u64(b, 0),
+                txid: read_u64(b, 8),
+                crc: read_u32(b, 16),
+            },
             len: read_u64(b, 20),
         })
     }

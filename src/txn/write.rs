@@ -136,7 +136,11 @@ impl WriteTxn {
         writer.release_pending(oldest);
         shared.publish_space(&writer);
         let meta = writer.meta;
-        let pages = MappedPages { mapping: Arc::clone(&writer.mapping), hwm: meta.hwm, limits: shared.limits };
+        let pages = MappedPages {
+            mapping: Arc::clone(&writer.mapping),
+            hwm: meta.hwm,
+            limits: shared.limits,
+        };
         Ok(WriteTxn {
             shared: Arc::clone(shared),
             pages,
@@ -174,10 +178,20 @@ impl WriteTxn {
         }
         let (record, dirty) = match btree::get(&*self, self.catalog, name.as_bytes())? {
             Some(rec) => (TableRecord::decode(rec, name.as_bytes())?, false),
-            None => (TableRecord { root: Root::NONE, len: 0 }, true),
+            None => (
+                TableRecord {
+                    root: Root::NONE,
+                    len: 0,
+                },
+                true,
+            ),
         };
         self.changed |= dirty;
-        self.tables.push(TableState { name: name.into(), record, dirty });
+        self.tables.push(TableState {
+            name: name.into(),
+            record,
+            dirty,
+        });
         Ok(self.handle(self.tables.len() - 1))
     }
 
@@ -185,6 +199,10 @@ impl WriteTxn {
     /// exist.
     pub fn delete_table(&mut self, name: &str) -> Result<bool> {
         check_table_name(name)?;
+        let known = self.tables.iter().any(|t| &*t.name == name);
+        if !known && btree::get(&*self, self.catalog, name.as_bytes())?.is_none() {
+            return Ok(false);
+        }
         let t = self.open_table(name)?;
         let root = self.tables[t.slot as usize].record.root;
         tree::free_all(self, root)?;
@@ -193,14 +211,18 @@ impl WriteTxn {
         // all by changing this transaction's serial.
         self.serial = self.shared.next_serial();
         let mut catalog = self.catalog;
-        let existed = tree::remove(self, &mut catalog, name.as_bytes())?;
+        tree::remove(self, &mut catalog, name.as_bytes())?;
         self.catalog = catalog;
         self.changed = true;
-        Ok(existed)
+        Ok(true)
     }
 
     fn handle(&self, slot: usize) -> Table {
-        Table { owner: self.serial, slot: slot as u32, record: self.tables[slot].record }
+        Table {
+            owner: self.serial,
+            slot: slot as u32,
+            record: self.tables[slot].record,
+        }
     }
 
     fn slot(&self, table: Table) -> Result<usize> {
@@ -216,10 +238,16 @@ impl WriteTxn {
         }
         let max = self.shared.limits.max_key;
         if key.len() > max {
-            return Err(Error::KeyTooLarge { len: key.len(), max });
+            return Err(Error::KeyTooLarge {
+                len: key.len(),
+                max,
+            });
         }
         if value.len() > MAX_VALUE_LEN {
-            return Err(Error::ValueTooLarge { len: value.len(), max: MAX_VALUE_LEN });
+            return Err(Error::ValueTooLarge {
+                len: value.len(),
+                max: MAX_VALUE_LEN,
+            });
         }
         Ok(())
     }
@@ -286,7 +314,11 @@ impl WriteTxn {
         self.catalog = catalog;
 
         let (freelist, freelist_span) = self.write_freelist()?;
-        let written: u64 = self.dirty.values().map(|b| (b.len() / self.shared.limits.page_size) as u64).sum();
+        let written: u64 = self
+            .dirty
+            .values()
+            .map(|b| (b.len() / self.shared.limits.page_size) as u64)
+            .sum();
         let unsynced = self.writer.unsynced_pages + written;
         let durable = self.durability == Durability::Immediate;
         let barrier = durable && unsynced > VERIFY_BUDGET;
@@ -300,7 +332,11 @@ impl WriteTxn {
             flags: 0,
             hwm: self.hwm,
             written_pages: if barrier { 0 } else { unsynced },
-            synced_txid: if barrier { self.txid } else { self.writer.synced_txid },
+            synced_txid: if barrier {
+                self.txid
+            } else {
+                self.writer.synced_txid
+            },
         };
         // Phase 1: data pages. A failure here leaves the old state intact:
         // the pages written so far are free in every committed snapshot.
@@ -316,7 +352,10 @@ impl WriteTxn {
         if let Err(e) = result {
             let why = format!("writing the meta page of transaction {}: {e}", self.txid);
             self.writer.poisoned = Some(why);
-            return Err(Error::io(format!("committing transaction {}", self.txid), e));
+            return Err(Error::io(
+                format!("committing transaction {}", self.txid),
+                e,
+            ));
         }
         self.publish(meta, slot, durable, unsynced);
         Ok(())
@@ -328,7 +367,8 @@ impl WriteTxn {
     fn write_freelist(&mut self) -> Result<(PageRef, u32)> {
         let old = self.writer.meta.freelist;
         if !old.is_none() {
-            self.freed.push((old.id, self.writer.meta.freelist_span as u64));
+            self.freed
+                .push((old.id, self.writer.meta.freelist_span as u64));
         }
         let mut unreferenced = self.writer.unreferenced.clone();
         for &(id, len) in &self.freed {
@@ -365,7 +405,14 @@ impl WriteTxn {
             }
             let crc = page::seal(&mut buf);
             self.dirty.insert(id, buf);
-            return Ok((PageRef { id, txid: self.txid, crc }, span));
+            return Ok((
+                PageRef {
+                    id,
+                    txid: self.txid,
+                    crc,
+                },
+                span,
+            ));
         }
     }
 
@@ -389,7 +436,8 @@ impl WriteTxn {
             let len = self.writer.file_len;
             let step = len.clamp(16 * ps, 1 << 30);
             let target = needed.max(len + step).div_ceil(ps) * ps;
-            file.set_len(target).map_err(|e| Error::io(format!("growing the file to {target} bytes"), e))?;
+            file.set_len(target)
+                .map_err(|e| Error::io(format!("growing the file to {target} bytes"), e))?;
             self.writer.file_len = target;
         }
         let mut ids: Vec<PageId> = self.dirty.keys().copied().collect();
@@ -411,10 +459,13 @@ impl WriteTxn {
             next = id + (buf.len() as u64 / ps);
         }
         if !run.is_empty() {
-            file.write_at(&run, run_start * ps).map_err(|e| Error::io(format!("writing pages at {run_start}"), e))?;
+            file.write_at(&run, run_start * ps)
+                .map_err(|e| Error::io(format!("writing pages at {run_start}"), e))?;
         }
         if barrier {
-            file.sync().map_err(|e| Error::io(format!("syncing the data of transaction {}", self.txid), e))?;
+            file.sync().map_err(|e| {
+                Error::io(format!("syncing the data of transaction {}", self.txid), e)
+            })?;
         }
         Ok(())
     }
@@ -526,7 +577,10 @@ impl PageSource for WriteTxn {
         if at.txid == self.txid {
             return match self.dirty.get(&at.id) {
                 Some(buf) => Ok(Node::new(buf)),
-                None => Err(Error::corrupt(at.id, "pointer to a dirty page that does not exist")),
+                None => Err(Error::corrupt(
+                    at.id,
+                    "pointer to a dirty page that does not exist",
+                )),
             };
         }
         self.pages.node(at, &self.shared.verified)
@@ -536,7 +590,10 @@ impl PageSource for WriteTxn {
         if at.txid == self.txid {
             return match self.dirty.get(&at.id) {
                 Some(buf) => Ok(&buf[HEADER_LEN..HEADER_LEN + len as usize]),
-                None => Err(Error::corrupt(at.id, "pointer to a dirty overflow run that does not exist")),
+                None => Err(Error::corrupt(
+                    at.id,
+                    "pointer to a dirty overflow run that does not exist",
+                )),
             };
         }
         self.pages.overflow(at, len, &self.shared.verified)
@@ -572,7 +629,9 @@ impl PageStore for WriteTxn {
 
     #[inline]
     fn dirty(&mut self, id: PageId) -> &mut [u8] {
-        self.dirty.get_mut(&id).expect("page made dirty before it is changed")
+        self.dirty
+            .get_mut(&id)
+            .expect("page made dirty before it is changed")
     }
 
     fn free_node(&mut self, id: PageId) {
@@ -594,7 +653,11 @@ impl PageStore for WriteTxn {
         buf[HEADER_LEN..HEADER_LEN + value.len()].copy_from_slice(value);
         let crc = page::seal(&mut buf);
         self.dirty.insert(id, buf);
-        Ok(PageRef { id, txid: self.txid, crc })
+        Ok(PageRef {
+            id,
+            txid: self.txid,
+            crc,
+        })
     }
 
     fn free_overflow(&mut self, at: PageRef, len: u32) {
@@ -624,7 +687,9 @@ impl TxnRead for WriteTxn {
     fn range(&self, table: Table, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Result<Entries<'_>> {
         let slot = self.slot(table)?;
         let root = self.tables[slot].record.root;
-        Ok(Entries { inner: EntriesInner::Write(Range::new(self, root, start, end)?) })
+        Ok(Entries {
+            inner: EntriesInner::Write(Range::new(self, root, start, end)?),
+        })
     }
 
     fn table_len(&self, table: Table) -> Result<u64> {
