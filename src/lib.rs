@@ -35,7 +35,7 @@ pub mod testing;
 
 pub use error::{Error, ErrorKind, PageId, Result};
 pub use txn::{
-    CheckReport, Db, Durability, Entries, Options, ReadTxn, Stats, Table, TxnRead, WriteTxn,
+    CheckReport, Db, Durability, Entries, Options, ReadTxn, Recovery, Stats, Table, TxnRead, WriteTxn,
     MAX_TABLE_NAME, MAX_VALUE_LEN,
 };
 

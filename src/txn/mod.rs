@@ -33,6 +33,7 @@ use crate::storage::page::PageRef;
 use crate::storage::verified::VerifiedPages;
 
 pub use check::CheckReport;
+
 pub use read::ReadTxn;
 pub use table::{Entries, Table, TxnRead, MAX_TABLE_NAME};
 pub use write::{WriteTxn, MAX_VALUE_LEN};
@@ -238,6 +239,19 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     pub writer: Arc<Mutex<Writer>>,
     serial: AtomicU64,
+    pub recovery: Option<Recovery>,
+}
+
+/// What open found when it could not use the newest meta page as it was:
+/// a damaged meta slot, or a newer commit whose pages did not all reach the
+/// disk (power loss during its sync). See [`Db::recovery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// The commit the database opened at.
+    pub txid: u64,
+    /// Why each other meta page was not used.
+    pub rejected: Vec<String>,
 }
 
 impl Shared {
@@ -351,15 +365,25 @@ impl Db {
         check::check(&self.begin_read()?)
     }
 
-    /// Makes every commit so far durable (see [`Durability::None`]). Waits
-    /// for the current write transaction to end. A no-op when nothing is
-    /// unsynced.
+    /// Makes every commit so far durable (see [`Durability::None`]) and
+    /// records that in the meta page, so the next open verifies nothing.
+    /// Waits for the current write transaction to end. Also done when the
+    /// last handle closes.
     pub fn sync(&self) -> Result<()> {
         if self.shared.read_only {
             return Ok(());
         }
         let mut w = self.shared.writer.lock();
         sync_writer(&self.shared, &mut w)
+    }
+
+    /// Whether open had to pass over a damaged meta page or an incomplete
+    /// newer commit, and why. `None` after a clean open. After power loss
+    /// during a commit this names the commit that was rolled back; on a file
+    /// with no crash in its past it means the newest meta page rotted, and
+    /// the database opened at the commit before it.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.shared.recovery.as_ref()
     }
 
     /// The database file's path.
@@ -374,26 +398,32 @@ impl Db {
     }
 }
 
-/// Syncs the file, then rewrites the last meta in place saying everything up
-/// to it is synced (so the next open verifies nothing), and syncs again.
+/// Syncs the file if commits are unsynced, then rewrites the last meta in
+/// place saying everything up to it is durable, and syncs again. After this
+/// the next open verifies nothing, and damage to the last commit's pages is
+/// reported as corruption instead of being taken for a commit that power
+/// loss interrupted.
 fn sync_writer(shared: &Shared, w: &mut Writer) -> Result<()> {
     if let Some(why) = &w.poisoned {
         return Err(crate::Error::Poisoned(why.clone()));
     }
-    if w.synced_txid == w.meta.txid {
+    if w.meta.synced_txid == w.meta.txid {
         return Ok(());
     }
     let ps = shared.limits.page_size;
+    let data_synced = w.synced_txid == w.meta.txid;
     let mut meta = w.meta;
     meta.synced_txid = meta.txid;
     meta.written_pages = 0;
     let mut buf = vec![0u8; ps];
     meta.encode(&mut buf);
-    let result = shared
-        .file
-        .sync()
-        .and_then(|()| shared.file.write_at(&buf, w.meta_slot * ps as u64))
-        .and_then(|()| shared.file.sync());
+    let result = (if data_synced {
+        Ok(())
+    } else {
+        shared.file.sync()
+    })
+    .and_then(|()| shared.file.write_at(&buf, w.meta_slot * ps as u64))
+    .and_then(|()| shared.file.sync());
     if let Err(e) = result {
         w.poisoned = Some(format!("syncing transaction {}: {e}", meta.txid));
         return Err(crate::Error::io(

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 
 use super::pages::MappedPages;
 use super::table::TableRecord;
-use super::{readers, Db, Options, Published, Shared, Space, State, Writer};
+use super::{readers, Db, Options, Published, Recovery, Shared, Space, State, Writer};
 use crate::btree::node::{Limits, ValueRef};
 use crate::error::{Error, Result};
 use crate::storage::extents::ExtentSet;
@@ -41,7 +41,7 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         initialize(&file, opts.page_size.unwrap_or(page::DEFAULT_PAGE_SIZE))?;
         len = file.len()?;
     }
-    let mut metas = read_metas(&file, len)?;
+    let (mut metas, damaged) = read_metas(&file, len)?;
     let ps = metas[0].0.page_size;
     if let Some(req) = opts.page_size {
         if req != ps {
@@ -56,7 +56,7 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
     let verified = VerifiedPages::new();
     let top = metas.iter().map(|(m, _)| m.hwm).max().unwrap_or(2);
     let mapping = Arc::new(Mapping::new(file.raw(), len.max(top * ps as u64))?);
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = damaged.iter().map(|e| e.to_string()).collect();
     let mut chosen = None;
     for (meta, slot) in metas {
         let pages = MappedPages {
@@ -81,6 +81,10 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
                 chosen = Some((meta, slot, free));
                 break;
             }
+            // A meta that says all its pages were durable cannot be explained
+            // by an interrupted commit: the damage is corruption, and falling
+            // back would silently drop acknowledged commits.
+            Err(e) if meta.synced_txid == meta.txid => return Err(e),
             Err(e) => problems.push(format!("transaction {}: {e}", meta.txid)),
         }
     }
@@ -126,6 +130,10 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         }),
         writer: Arc::new(Mutex::new(writer)),
         serial: AtomicU64::new(1),
+        recovery: (!problems.is_empty()).then(|| Recovery {
+            txid: meta.txid,
+            rejected: problems,
+        }),
     });
     shared.publish_space(&shared.writer.lock());
     Ok(Db { shared })
@@ -149,7 +157,7 @@ fn initialize(file: &DbFile, ps: u32) -> Result<()> {
 
 /// The valid meta pages of the file with their slots, or the most telling
 /// error.
-fn read_metas(file: &DbFile, len: u64) -> Result<Vec<(Meta, u64)>> {
+fn read_metas(file: &DbFile, len: u64) -> Result<(Vec<(Meta, u64)>, Vec<Error>)> {
     let mut buf = [0u8; META_LEN];
     let read = |buf: &mut [u8; META_LEN], at: u64| -> Result<bool> {
         if at + META_LEN as u64 > len {
@@ -219,7 +227,7 @@ fn read_metas(file: &DbFile, len: u64) -> Result<Vec<(Meta, u64)>> {
             why.join("; ")
         )));
     }
-    Ok(metas)
+    Ok((metas, errors))
 }
 
 /// Verifies every page written since the meta's last sync: walks down from

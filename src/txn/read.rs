@@ -152,3 +152,9 @@ impl Drop for ReadTxn {
         self.shared.state.lock().readers.unregister(self.slot);
     }
 }
+
+impl std::fmt::Debug for ReadTxn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadTxn").field("txid", &self.txid).finish()
+    }
+}

@@ -704,3 +704,12 @@ impl Drop for WriteTxn {
         }
     }
 }
+
+impl std::fmt::Debug for WriteTxn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteTxn")
+            .field("txid", &self.txid)
+            .field("dirty_pages", &self.dirty.len())
+            .finish()
+    }
+}
