@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod btree;
+pub mod defrag;
 pub mod error;
 pub mod storage;
 mod txn;
@@ -33,6 +34,7 @@ mod txn;
 #[cfg(feature = "fault-injection")]
 pub mod testing;
 
+pub use defrag::{DefragOptions, DefragReport};
 pub use error::{Error, ErrorKind, PageId, Result};
 pub use txn::{
     CheckReport, Db, Durability, Entries, Options, ReadTxn, Recovery, Stats, Table, TxnRead, WriteTxn,

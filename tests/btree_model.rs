@@ -42,6 +42,8 @@ enum Op {
     DropTable {
         table: u8,
     },
+    /// Commit, then defragment online with tiny batches.
+    Defrag,
 }
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
@@ -71,6 +73,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Abort),
         1 => Just(Op::Reopen),
         1 => (0u8..3).prop_map(|table| Op::DropTable { table }),
+        1 => Just(Op::Defrag),
     ]
 }
 
@@ -201,6 +204,14 @@ fn run(ops: Vec<Op>, page_size: u32, durability: Durability) -> Result<(), TestC
                 drop(db);
                 working = committed.clone();
                 db = open();
+                check(&db, &committed, &ctx)?;
+                w = db.begin_write().unwrap();
+            }
+            Op::Defrag => {
+                w.commit().unwrap();
+                committed = working.clone();
+                db.defrag_with(&revkv::DefragOptions::new().batch_pages(5))
+                    .unwrap();
                 check(&db, &committed, &ctx)?;
                 w = db.begin_write().unwrap();
             }

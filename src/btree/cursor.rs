@@ -8,7 +8,7 @@
 
 use std::ops::Bound;
 
-use super::node::{Node, ValueRef};
+use super::node::Node;
 use super::{PageSource, Root, MAX_DEPTH};
 use crate::error::{Error, Result};
 
@@ -233,10 +233,20 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
         Ok(Some((leaf.key(idx), value)))
     }
 
-    /// The current entry's value location without reading an overflow run.
-    pub fn value_ref(&self) -> Option<ValueRef<'a>> {
-        let (leaf, idx) = self.top()?;
-        (idx < leaf.count()).then(|| leaf.value(idx))
+    /// The pages on the path from the root to the current leaf.
+    pub fn path(&self) -> impl Iterator<Item = Node<'a>> + '_ {
+        self.path[..self.depth].iter().filter_map(|(n, _)| *n)
+    }
+
+    /// Moves to the first entry of the next leaf; false at the end.
+    pub fn next_leaf_first(&mut self) -> Result<bool> {
+        if self.depth == 0 {
+            return Ok(false);
+        }
+        if !self.next_leaf()? {
+            return Ok(false);
+        }
+        self.skip_empty_forward()
     }
 
     /// Identity of the current position, to tell when two cursors meet.

@@ -401,6 +401,14 @@ impl<'a> NodeMut<'a> {
         write_ref(self.page, o + 2, child);
     }
 
+    /// Points leaf cell `i`'s overflow value at a new run, in place.
+    pub fn set_overflow(&mut self, i: usize, page: PageRef) {
+        let o = self.view().offset(i);
+        let klen = read_u16(self.page, o) as usize;
+        debug_assert!(self.page[o + 2] & FLAG_OVERFLOW != 0);
+        write_ref(self.page, o + LEAF_CELL_HEADER + klen, page);
+    }
+
     /// Rewrites the cells contiguously at the end of the page.
     fn compact(&mut self, scratch: &mut Vec<u8>) {
         scratch.clear();

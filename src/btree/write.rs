@@ -12,7 +12,7 @@
 use super::node::{separator, split_point, Cell, Node, NodeMut, ValueRef};
 use super::{PageSource, Root, MAX_DEPTH};
 use crate::error::{Error, PageId, Result};
-use crate::storage::page::{PageKind, PageRef, HEADER_LEN};
+use crate::storage::page::{Header, PageKind, PageRef, HEADER_LEN};
 
 /// The writer's view of pages: reads like any [`PageSource`], plus dirty
 /// pages it may change.
@@ -31,6 +31,9 @@ pub trait PageStore: PageSource {
     fn free_node(&mut self, id: PageId);
     /// Writes `value` to a new, sealed overflow run and returns it.
     fn write_overflow(&mut self, value: &[u8]) -> Result<PageRef>;
+    /// Like `write_overflow`, but only into free pages below `limit`;
+    /// None if no free run that long lies there.
+    fn write_overflow_below(&mut self, value: &[u8], limit: PageId) -> Result<Option<PageRef>>;
     /// Frees the overflow run holding a value of `len` bytes.
     fn free_overflow(&mut self, at: PageRef, len: u32);
     /// A reusable buffer (taken and given back, so it can be used while
@@ -225,13 +228,24 @@ fn rebalance<W: PageStore>(w: &mut W, path: &Path, leaf: PageId) -> Result<()> {
     let txid = w.txid();
     let mut id = leaf;
     for level in (0..path.depth).rev() {
+        let (parent, idx) = path.steps[level];
+        if Node::new(w.dirty(id)).count() == 0 {
+            // An empty page is unlinked whatever its neighbours: no empty
+            // page ever stays in the tree below the root.
+            w.free_node(id);
+            NodeMut::new(w.dirty(parent)).remove(idx);
+            id = parent;
+            continue;
+        }
         if Node::new(w.dirty(id)).used() >= ps / 4 {
             return Ok(());
         }
-        let (parent, idx) = path.steps[level];
         let pnode = Node::new(w.dirty(parent));
         if pnode.count() < 2 {
-            return Ok(());
+            // No sibling here: the parent is underfull too and is merged
+            // one level up.
+            id = parent;
+            continue;
         }
         let (li, ri) = if idx > 0 { (idx - 1, idx) } else { (0, 1) };
         let (lref, rref) = (pnode.child(li), pnode.child(ri));
@@ -361,4 +375,105 @@ pub fn seal_tree<W: PageStore>(w: &mut W, root: Root) -> Root {
     }
     let crc = crate::storage::page::seal(w.dirty(root.id));
     PageRef { crc, ..root }
+}
+
+/// Moves every page of the tree that lies at or above `limit` (tree pages
+/// and overflow runs) to a newly allocated page, leaf by leaf in key order,
+/// starting at the leaf holding `from`. Stops after about `budget` pages were
+/// moved and returns the key to resume from, or None when the whole tree was
+/// passed. New pages come from the lowest free pages, so the tree moves
+/// toward the start of the file; defragmentation uses this to empty the
+/// file's tail in small transactions.
+pub fn relocate<W: PageStore>(
+    w: &mut W,
+    root: &mut Root,
+    limit: PageId,
+    from: &[u8],
+    budget: usize,
+) -> Result<(usize, Option<Vec<u8>>)> {
+    let mut key = from.to_vec();
+    let mut moved = 0;
+    while !root.is_none() {
+        // Look the leaf up read-only first: most leaves need nothing.
+        let (needs, first, next) = {
+            let mut c = super::cursor::Cursor::new(&*w, *root);
+            c.seek(&key)?;
+            let Some(first) = c.key().map(<[u8]>::to_vec) else {
+                // `key` is past the last entry: only the path may need moving.
+                let high = c.path().any(|n| n.id() >= limit);
+                return if high {
+                    let last = {
+                        let mut c = super::cursor::Cursor::new(&*w, *root);
+                        c.last()?.then(|| c.key().map(<[u8]>::to_vec)).flatten()
+                    };
+                    if let Some(last) = last {
+                        moved += relocate_path(w, root, &last, limit)?;
+                    }
+                    Ok((moved, None))
+                } else {
+                    Ok((moved, None))
+                };
+            };
+            let leaf = c.path().last().expect("a leaf");
+            let high_path = c.path().any(|n| n.id() >= limit);
+            let high_overflow = (0..leaf.count()).any(
+                |i| matches!(leaf.value(i), ValueRef::Overflow { page, .. } if page.id >= limit),
+            );
+            let next = if c.next_leaf_first()? {
+                c.key().map(<[u8]>::to_vec)
+            } else {
+                None
+            };
+            (high_path || high_overflow, first, next)
+        };
+        if needs {
+            moved += relocate_path(w, root, &first, limit)?;
+        }
+        match next {
+            Some(k) if moved < budget => key = k,
+            Some(k) => return Ok((moved, Some(k))),
+            None => return Ok((moved, None)),
+        }
+    }
+    Ok((moved, None))
+}
+
+/// Makes the path to the leaf holding `key` dirty (moving every page on it)
+/// and copies the leaf's overflow runs at or above `limit` to new runs.
+/// Returns the number of pages moved.
+fn relocate_path<W: PageStore>(
+    w: &mut W,
+    root: &mut Root,
+    key: &[u8],
+    limit: PageId,
+) -> Result<usize> {
+    let before: Vec<PageId> = {
+        let mut c = super::cursor::Cursor::new(&*w, *root);
+        c.seek(key)?;
+        c.path()
+            .filter(|n| Header(n.bytes()).txid() != w.txid())
+            .map(|n| n.id())
+            .collect()
+    };
+    let (_, leaf) = dirty_path(w, root, key)?;
+    let mut moved = before.len();
+    let count = Node::new(w.dirty(leaf)).count();
+    for i in 0..count {
+        let v = Node::new(w.dirty(leaf)).value(i);
+        if let ValueRef::Overflow { page, len } = v {
+            if page.id >= limit && page.txid != w.txid() {
+                let copy = w.overflow(page, len)?.to_vec();
+                // A run moved to the end of the file would only have to move
+                // again: leave it where it is when no hole below is long
+                // enough (the file then shrinks to just past it).
+                if let Some(new) = w.write_overflow_below(&copy, page.id)? {
+                    w.free_overflow(page, len);
+                    NodeMut::new(w.dirty(leaf)).set_overflow(i, new);
+                    moved +=
+                        crate::storage::page::span_for(len as usize, w.limits().page_size) as usize;
+                }
+            }
+        }
+    }
+    Ok(moved)
 }

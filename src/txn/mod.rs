@@ -160,13 +160,13 @@ impl Published {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Space {
     file_len: u64,
     hwm: u64,
-    free: u64,
-    pinned: u64,
     unreferenced: u64,
+    /// Pages each recent commit freed that are not reusable yet.
+    pending: Vec<(u64, u64)>,
 }
 
 pub(crate) struct State {
@@ -260,13 +260,17 @@ impl Shared {
     }
 
     pub fn publish_space(&self, w: &Writer) {
-        self.state.lock().space = Space {
+        let space = Space {
             file_len: w.file_len,
             hwm: w.meta.hwm,
-            free: w.free.pages(),
-            pinned: w.pending_pages,
             unreferenced: w.unreferenced.pages(),
+            pending: w
+                .pending
+                .iter()
+                .map(|(t, runs)| (*t, runs.iter().map(|r| r.1).sum()))
+                .collect(),
         };
+        self.state.lock().space = space;
     }
 }
 
@@ -282,7 +286,9 @@ pub struct Stats {
     pub allocated_pages: u64,
     /// Bytes of pages the last commit references (meta pages included).
     pub bytes_in_use: u64,
-    /// Pages that the next write may reuse.
+    /// Pages the last commit does not reference and no open snapshot can
+    /// see: reusable by the next write (once the commits that freed them are
+    /// durable).
     pub free_pages: u64,
     /// Pages freed by commits but kept because an open snapshot may still
     /// read them.
@@ -344,14 +350,23 @@ impl Db {
     pub fn stats(&self) -> Stats {
         let state = self.shared.state.lock();
         let ps = self.shared.limits.page_size as u64;
-        let s = state.space;
+        let s = &state.space;
+        let pinned: u64 = match state.readers.oldest() {
+            Some(oldest) => s
+                .pending
+                .iter()
+                .filter(|(t, _)| *t > oldest)
+                .map(|(_, n)| n)
+                .sum(),
+            None => 0,
+        };
         Stats {
             page_size: ps as u32,
             file_size: s.file_len,
             allocated_pages: s.hwm,
             bytes_in_use: (s.hwm - s.unreferenced) * ps,
-            free_pages: s.free,
-            pinned_pages: s.pinned,
+            free_pages: s.unreferenced - pinned,
+            pinned_pages: pinned,
             txid: state.snapshot.txid,
             open_readers: state.readers.open(),
             longest_reader: state.readers.longest_open(),

@@ -119,6 +119,19 @@ pub struct WriteTxn {
     scratch: Vec<u8>,
     changed: bool,
     durability: Durability,
+    /// Set by [`WriteTxn::shrink`]: truncate the file after the commit.
+    shrunk: bool,
+    /// Set by [`WriteTxn::shrink`] when the last free-list run lies in the
+    /// cut-off tail: it is dropped with it rather than freed.
+    drop_old_freelist: bool,
+}
+
+/// Where a relocation pass stands: tree 0 is the catalog, tree i > 0 the
+/// i-th table in name order; `key` is the key to resume at.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RelocatePosition {
+    pub tree: usize,
+    pub key: Vec<u8>,
 }
 
 impl WriteTxn {
@@ -156,6 +169,8 @@ impl WriteTxn {
             scratch: Vec::with_capacity(shared.limits.page_size),
             changed: false,
             durability: shared.durability,
+            shrunk: false,
+            drop_old_freelist: false,
             writer,
         })
     }
@@ -215,6 +230,117 @@ impl WriteTxn {
         self.catalog = catalog;
         self.changed = true;
         Ok(true)
+    }
+
+    /// Moves pages at or above `limit` toward the start of the file: the
+    /// catalog's, then each table's in name order, resuming at `pos` and
+    /// stopping after about `budget` pages. Returns true when every tree was
+    /// passed. Used by defragmentation.
+    pub(crate) fn relocate_tail(
+        &mut self,
+        limit: PageId,
+        pos: &mut RelocatePosition,
+        budget: usize,
+    ) -> Result<(bool, usize)> {
+        let mut moved = 0;
+        loop {
+            if pos.tree == 0 {
+                let mut catalog = self.catalog;
+                let (m, next) = tree::relocate(
+                    self,
+                    &mut catalog,
+                    limit,
+                    &pos.key,
+                    budget - moved.min(budget),
+                )?;
+                self.catalog = catalog;
+                moved += m;
+                self.changed |= m > 0;
+                match next {
+                    Some(k) => {
+                        pos.key = k;
+                        return Ok((false, moved));
+                    }
+                    None => {
+                        pos.tree = 1;
+                        pos.key.clear();
+                    }
+                }
+            }
+            let names: Vec<Vec<u8>> =
+                Range::new(&*self, self.catalog, Bound::Unbounded, Bound::Unbounded)?
+                    .map(|e| e.map(|(k, _)| k.to_vec()))
+                    .collect::<Result<_>>()?;
+            let Some(name) = names.get(pos.tree - 1) else {
+                return Ok((true, moved));
+            };
+            let name = String::from_utf8_lossy(name).into_owned();
+            let t = self.open_table(&name)?;
+            let slot = t.slot as usize;
+            let mut root = self.tables[slot].record.root;
+            let (m, next) =
+                tree::relocate(self, &mut root, limit, &pos.key, budget - moved.min(budget))?;
+            if m > 0 {
+                let st = &mut self.tables[slot];
+                st.record.root = root;
+                st.dirty = true;
+                self.changed = true;
+            }
+            moved += m;
+            match next {
+                Some(k) => {
+                    pos.key = k;
+                    return Ok((false, moved));
+                }
+                None => {
+                    pos.tree += 1;
+                    pos.key.clear();
+                }
+            }
+            if moved >= budget {
+                return Ok((false, moved));
+            }
+        }
+    }
+
+    /// Gives the free run at the end of the file back: lowers the
+    /// high-water mark to the start of that run. The file is truncated once
+    /// this commit is durable (the commit is made durable whatever the
+    /// database's setting). Returns the pages released; only valid before
+    /// anything else in this transaction.
+    pub(crate) fn shrink(&mut self) -> u64 {
+        if !self.dirty.is_empty() || !self.allocated.is_empty() {
+            return 0;
+        }
+        // The tail: free runs, and the last commit's free-list run, which
+        // this commit replaces (it is only needed by a meta that stops being
+        // the durable one when this commit is synced, before the truncation).
+        let fl = self.writer.meta.freelist;
+        let fl_span = self.writer.meta.freelist_span as u64;
+        let mut start = self.hwm;
+        loop {
+            if let Some((s, _)) = self.writer.free.run_ending_at(start) {
+                start = s;
+            } else if !fl.is_none() && fl.id + fl_span == start && !self.drop_old_freelist {
+                start = fl.id;
+                self.drop_old_freelist = true;
+            } else {
+                break;
+            }
+        }
+        let len = self.hwm - start;
+        if len == 0 {
+            return 0;
+        }
+        let w = &mut *self.writer;
+        for (s, l) in w.free.split_off_from(start) {
+            w.unreferenced.remove(s, l);
+        }
+        self.hwm = start;
+        self.shrunk = true;
+        self.changed = true;
+        self.durability = Durability::Immediate;
+        len
     }
 
     fn handle(&self, slot: usize) -> Table {
@@ -366,7 +492,7 @@ impl WriteTxn {
     /// still visible to an open snapshot). Its own old run is freed.
     fn write_freelist(&mut self) -> Result<(PageRef, u32)> {
         let old = self.writer.meta.freelist;
-        if !old.is_none() {
+        if !old.is_none() && !self.drop_old_freelist {
             self.freed
                 .push((old.id, self.writer.meta.freelist_span as u64));
         }
@@ -506,6 +632,14 @@ impl WriteTxn {
                 Err(e) => w.poisoned = Some(format!("remapping the grown file: {e}")),
             }
         }
+        if self.shrunk && durable {
+            // The shorter file is what the durable meta describes now.
+            let len = meta.hwm * ps as u64;
+            match self.shared.file.set_len(len) {
+                Ok(()) => w.file_len = len,
+                Err(e) => log_ignored("truncating the file after a shrink", &e),
+            }
+        }
         self.allocated.clear();
         let dirty = std::mem::take(&mut self.dirty);
         w.recycle(dirty.into_values());
@@ -559,6 +693,21 @@ impl WriteTxn {
         let id = self.hwm;
         self.hwm += span;
         Ok(id)
+    }
+
+    /// Fills and seals a new overflow run at `id` and keeps it dirty.
+    fn fill_overflow(&mut self, id: PageId, span: u32, value: &[u8]) -> PageRef {
+        let mut buf = self.buffer(span as usize);
+        init_header(&mut buf, PageKind::Overflow, id, self.txid, span);
+        set_word(&mut buf, value.len() as u32);
+        buf[HEADER_LEN..HEADER_LEN + value.len()].copy_from_slice(value);
+        let crc = page::seal(&mut buf);
+        self.dirty.insert(id, buf);
+        PageRef {
+            id,
+            txid: self.txid,
+            crc,
+        }
     }
 
     /// Gives back a run allocated by this transaction that was never used.
@@ -647,17 +796,23 @@ impl PageStore for WriteTxn {
     fn write_overflow(&mut self, value: &[u8]) -> Result<PageRef> {
         let span = span_for(value.len(), self.shared.limits.page_size);
         let id = self.alloc(span as u64)?;
-        let mut buf = self.buffer(span as usize);
-        init_header(&mut buf, PageKind::Overflow, id, self.txid, span);
-        set_word(&mut buf, value.len() as u32);
-        buf[HEADER_LEN..HEADER_LEN + value.len()].copy_from_slice(value);
-        let crc = page::seal(&mut buf);
-        self.dirty.insert(id, buf);
-        Ok(PageRef {
-            id,
-            txid: self.txid,
-            crc,
-        })
+        Ok(self.fill_overflow(id, span, value))
+    }
+
+    fn write_overflow_below(&mut self, value: &[u8], limit: PageId) -> Result<Option<PageRef>> {
+        let span = span_for(value.len(), self.shared.limits.page_size) as u64;
+        let w = &mut *self.writer;
+        let Some(id) = w.free.take_first_fit(span) else {
+            return Ok(None);
+        };
+        if id + span > limit {
+            w.free.insert(id, span);
+            return Ok(None);
+        }
+        let removed = w.unreferenced.remove(id, span);
+        debug_assert!(removed, "free pages are unreferenced");
+        self.allocated.push((id, span));
+        Ok(Some(self.fill_overflow(id, span as u32, value)))
     }
 
     fn free_overflow(&mut self, at: PageRef, len: u32) {
@@ -711,5 +866,13 @@ impl std::fmt::Debug for WriteTxn {
             .field("txid", &self.txid)
             .field("dirty_pages", &self.dirty.len())
             .finish()
+    }
+}
+
+/// A failure that costs nothing but space (the file stays longer than it
+/// needs to be); reported on standard error only in debug builds.
+fn log_ignored(what: &str, e: &std::io::Error) {
+    if cfg!(debug_assertions) {
+        eprintln!("revkv: {what} failed: {e}");
     }
 }
