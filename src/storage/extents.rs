@@ -152,7 +152,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 4 } else { 256 }, failure_persistence: None, ..ProptestConfig::default() })]
         /// The extent set behaves exactly like a set of page numbers.
         #[test]
         fn matches_a_plain_set(ops in proptest::collection::vec(op(), 1..200)) {

@@ -13,6 +13,7 @@
 
 use std::fs::File;
 
+#[cfg(not(miri))]
 use memmap2::{Mmap, MmapOptions};
 
 use crate::error::{Error, Result};
@@ -31,11 +32,27 @@ const MIN_RESERVE: u64 = 512 << 20;
 /// snapshot whose high-water mark covers the new pages). Reading beyond the
 /// end of the file would raise SIGBUS.
 pub struct Mapping {
+    #[cfg(not(miri))]
     map: Mmap,
+    /// Miri cannot execute file-backed mappings: under Miri the file's
+    /// bytes are read once into memory instead, which lets every other test
+    /// of the crate's page handling run under Miri.
+    #[cfg(miri)]
+    map: Box<[u8]>,
 }
 
 impl Mapping {
     /// Maps `file` with room for at least `needed` bytes.
+    #[cfg(miri)]
+    pub fn new(file: &File, needed: u64) -> Result<Mapping> {
+        use std::os::unix::fs::FileExt;
+        let len = file.metadata().map_err(|e| Error::io("sizing the database file", e))?.len();
+        let mut map = vec![0u8; needed.max(len) as usize].into_boxed_slice();
+        file.read_exact_at(&mut map[..len as usize], 0).map_err(|e| Error::io("reading the database file", e))?;
+        Ok(Mapping { map })
+    }
+
+    #[cfg(not(miri))]
     pub fn new(file: &File, needed: u64) -> Result<Mapping> {
         let reserve = needed.saturating_mul(2).max(MIN_RESERVE);
         let len = usize::try_from(reserve).map_err(|_| {
@@ -66,5 +83,35 @@ impl Mapping {
     #[inline]
     pub fn bytes(&self, offset: usize, len: usize) -> &[u8] {
         &self.map[offset..offset + len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn maps_the_file() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&[7u8; 8192]).unwrap();
+        let m = Mapping::new(&file, 8192).unwrap();
+        assert!(m.capacity() >= 8192);
+        assert_eq!(m.bytes(4096, 4), &[7, 7, 7, 7]);
+        assert_eq!(m.bytes(8188, 4), &[7, 7, 7, 7]);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot execute file-backed mappings")]
+    fn maps_the_file_and_sees_later_writes() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&[7u8; 8192]).unwrap();
+        let m = Mapping::new(&file, 8192).unwrap();
+        assert!(m.capacity() >= 8192);
+        assert_eq!(m.bytes(4096, 4), &[7, 7, 7, 7]);
+        // A write through the file is visible through the shared mapping.
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(&[1, 2, 3], 100).unwrap();
+        assert_eq!(m.bytes(100, 3), &[1, 2, 3]);
     }
 }
