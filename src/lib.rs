@@ -34,6 +34,9 @@ mod txn;
 #[cfg(feature = "fault-injection")]
 pub mod testing;
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+
 pub use defrag::{DefragOptions, DefragReport};
 pub use error::{Error, ErrorKind, PageId, Result};
 pub use txn::{

@@ -109,7 +109,7 @@ impl Meta {
         }
         let stored = read_u32(bytes, 0);
         let actual = crc32fast::hash(&bytes[4..META_LEN]);
-        if stored != actual {
+        if stored != actual && !super::page::checksums_ignored() {
             return Err(Error::corrupt(
                 slot,
                 format!("meta checksum mismatch: stored {stored:#010x}, computed {actual:#010x}"),
@@ -168,6 +168,11 @@ impl Meta {
                 self.hwm
             ));
         }
+        // Every later size computation multiplies page numbers by the page
+        // size: a meta whose file could not be addressed is corrupt.
+        if self.hwm.checked_mul(u64::from(self.page_size)).is_none_or(|b| b > i64::MAX as u64) {
+            return bad(format!("high-water mark {} is beyond any possible file size", self.hwm));
+        }
         for (what, r) in [("catalog", self.catalog), ("free list", self.freelist)] {
             if r.id != 0 && (r.id < 2 || r.id >= self.hwm || r.txid > self.txid) {
                 return bad(format!(
@@ -176,9 +181,9 @@ impl Meta {
                 ));
             }
         }
-        if self.freelist.id != 0 && self.freelist.id + self.freelist_span as u64 > self.hwm {
+        if self.freelist.id != 0 && (self.freelist_span == 0 || self.freelist.id + self.freelist_span as u64 > self.hwm) {
             return bad(format!(
-                "free list run of {} pages passes the high-water mark",
+                "free list run of {} pages is empty or passes the high-water mark",
                 self.freelist_span
             ));
         }

@@ -30,10 +30,14 @@ pub struct CheckReport {
 struct Seen {
     bits: Vec<u64>,
     count: u64,
+    hwm: u64,
 }
 
 impl Seen {
     fn mark(&mut self, id: PageId, span: u64, what: &str) -> Result<()> {
+        if id.checked_add(span).is_none_or(|end| end > self.hwm) {
+            return Err(Error::corrupt(id, format!("{what} points past the end of the file ({span} pages)")));
+        }
         for p in id..id + span {
             let (w, b) = ((p / 64) as usize, 1u64 << (p % 64));
             if self.bits[w] & b != 0 {
@@ -54,6 +58,7 @@ pub(crate) fn check(r: &ReadTxn) -> Result<CheckReport> {
     let mut seen = Seen {
         bits: vec![0; hwm.div_ceil(64) as usize],
         count: 0,
+        hwm,
     };
     seen.mark(0, 2, "the meta pages")?;
     let mut tables = Vec::new();

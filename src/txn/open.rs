@@ -54,8 +54,9 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
     metas.sort_by_key(|(m, _)| std::cmp::Reverse(m.txid));
     let limits = Limits::new(ps as usize);
     let verified = VerifiedPages::new();
-    let top = metas.iter().map(|(m, _)| m.hwm).max().unwrap_or(2);
-    let mapping = Arc::new(Mapping::new(file.raw(), len.max(top * ps as u64))?);
+    // Only the file's own bytes are mapped now; a meta claiming more pages
+    // than the file holds is rejected below, not trusted for a reservation.
+    let mapping = Arc::new(Mapping::new(file.raw(), len)?);
     let mut problems: Vec<String> = damaged.iter().map(|e| e.to_string()).collect();
     let mut chosen = None;
     for (meta, slot) in metas {

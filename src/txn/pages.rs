@@ -25,7 +25,7 @@ pub struct MappedPages {
 
 impl MappedPages {
     fn run(&self, at: PageRef, span: u64) -> Result<&[u8]> {
-        if at.id < 2 || at.id.checked_add(span).is_none_or(|end| end > self.hwm) {
+        if span == 0 || at.id < 2 || at.id.checked_add(span).is_none_or(|end| end > self.hwm) {
             return Err(Error::corrupt(
                 at.id,
                 format!(
