@@ -172,14 +172,27 @@ impl<'a> Node<'a> {
 
     #[inline]
     pub fn key(&self, i: usize) -> &'a [u8] {
-        let o = self.offset(i);
-        let klen = read_u16(self.page, o) as usize;
-        let start = o + if self.is_leaf() {
+        self.key_with(i, self.cell_header())
+    }
+
+    /// Bytes before the key in this page's cells.
+    #[inline]
+    fn cell_header(&self) -> usize {
+        if self.is_leaf() {
             LEAF_CELL_HEADER
         } else {
             BRANCH_CELL_HEADER
-        };
-        &self.page[start..start + klen]
+        }
+    }
+
+    /// Key `i` given the cell header size (hoisted out of search loops).
+    #[inline(always)]
+    fn key_with(&self, i: usize, cell_header: usize) -> &'a [u8] {
+        let page = self.page;
+        let o = read_u16(page, HEADER_LEN + 2 * i) as usize;
+        let klen = read_u16(page, o) as usize;
+        let start = o + cell_header;
+        &page[start..start + klen]
     }
 
     /// The value of leaf cell `i`.
@@ -224,9 +237,10 @@ impl<'a> Node<'a> {
     #[inline]
     pub fn search(&self, key: &[u8]) -> std::result::Result<usize, usize> {
         let (mut lo, mut hi) = (0usize, self.count());
+        let ch = self.cell_header();
         while lo < hi {
             let mid = (lo + hi) / 2;
-            match self.key(mid).cmp(key) {
+            match self.key_with(mid, ch).cmp(key) {
                 Ordering::Less => lo = mid + 1,
                 Ordering::Greater => hi = mid,
                 Ordering::Equal => return Ok(mid),
@@ -242,7 +256,7 @@ impl<'a> Node<'a> {
         let (mut lo, mut hi) = (1usize, self.count());
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if self.key(mid) <= key {
+            if self.key_with(mid, BRANCH_CELL_HEADER) <= key {
                 lo = mid + 1;
             } else {
                 hi = mid;
