@@ -112,6 +112,54 @@ pub enum Error {
         /// The handle's index.
         table: u32,
     },
+    /// The revision asked for was removed by compaction.
+    #[error("mvcc: required revision has been compacted (revision {requested}, compacted at {compacted})")]
+    Compacted {
+        /// The revision asked for.
+        requested: i64,
+        /// The store's compacted revision.
+        compacted: i64,
+    },
+    /// The revision asked for is later than the store's current revision.
+    #[error(
+        "mvcc: required revision is a future revision (revision {requested}, current {current})"
+    )]
+    FutureRevision {
+        /// The revision asked for.
+        requested: i64,
+        /// The store's current revision.
+        current: i64,
+    },
+    /// A request is larger than the configured request limit.
+    #[error("etcdserver: request is too large ({size} bytes, limit {max})")]
+    RequestTooLarge {
+        /// The request's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A transaction has more operations than allowed.
+    #[error("etcdserver: too many operations in txn request ({ops}, limit {max})")]
+    TooManyOps {
+        /// Operations in the request's larger branch.
+        ops: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A transaction writes the same key twice.
+    #[error("etcdserver: duplicate key given in txn request (key {key:?})")]
+    DuplicateKey {
+        /// The key written twice, lossily as text.
+        key: String,
+    },
+    /// The NOSPACE alarm is raised: the request would add data.
+    #[error("etcdserver: mvcc: database space exceeded (database {size} bytes, quota {quota})")]
+    NoSpace {
+        /// The database's size.
+        size: u64,
+        /// The quota.
+        quota: u64,
+    },
     /// A previous commit failed part-way; the handle refuses further writes
     /// until it is reopened, so a half-written state is never built upon.
     #[error("database handle is poisoned by an earlier failed commit: {0}; reopen it")]
@@ -150,6 +198,18 @@ pub enum ErrorKind {
     ForeignTable,
     /// See [`Error::Poisoned`].
     Poisoned,
+    /// See [`Error::Compacted`].
+    Compacted,
+    /// See [`Error::FutureRevision`].
+    FutureRevision,
+    /// See [`Error::RequestTooLarge`].
+    RequestTooLarge,
+    /// See [`Error::TooManyOps`].
+    TooManyOps,
+    /// See [`Error::DuplicateKey`].
+    DuplicateKey,
+    /// See [`Error::NoSpace`].
+    NoSpace,
 }
 
 impl Error {
@@ -170,6 +230,79 @@ impl Error {
             Error::TableNotFound(_) => ErrorKind::TableNotFound,
             Error::ForeignTable { .. } => ErrorKind::ForeignTable,
             Error::Poisoned(_) => ErrorKind::Poisoned,
+            Error::Compacted { .. } => ErrorKind::Compacted,
+            Error::FutureRevision { .. } => ErrorKind::FutureRevision,
+            Error::RequestTooLarge { .. } => ErrorKind::RequestTooLarge,
+            Error::TooManyOps { .. } => ErrorKind::TooManyOps,
+            Error::DuplicateKey { .. } => ErrorKind::DuplicateKey,
+            Error::NoSpace { .. } => ErrorKind::NoSpace,
+        }
+    }
+
+    /// A copy of this error, for handing one failure to every request of a
+    /// batch (an I/O error's source is carried over as its kind and text).
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Io { context, source } => Error::Io {
+                context: context.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Corrupt { page, problem } => Error::Corrupt {
+                page: *page,
+                problem: problem.clone(),
+            },
+            Error::CorruptFile(m) => Error::CorruptFile(m.clone()),
+            Error::NotADatabase(m) => Error::NotADatabase(m.clone()),
+            Error::UnsupportedVersion { found, supported } => Error::UnsupportedVersion {
+                found: *found,
+                supported: *supported,
+            },
+            Error::PageSizeMismatch { file, requested } => Error::PageSizeMismatch {
+                file: *file,
+                requested: *requested,
+            },
+            Error::InvalidOption(m) => Error::InvalidOption(m.clone()),
+            Error::Locked { path, reason } => Error::Locked {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Error::ReadOnly => Error::ReadOnly,
+            Error::EmptyKey => Error::EmptyKey,
+            Error::KeyTooLarge { len, max } => Error::KeyTooLarge {
+                len: *len,
+                max: *max,
+            },
+            Error::ValueTooLarge { len, max } => Error::ValueTooLarge {
+                len: *len,
+                max: *max,
+            },
+            Error::TableNotFound(m) => Error::TableNotFound(m.clone()),
+            Error::ForeignTable { table } => Error::ForeignTable { table: *table },
+            Error::Poisoned(m) => Error::Poisoned(m.clone()),
+            Error::Compacted {
+                requested,
+                compacted,
+            } => Error::Compacted {
+                requested: *requested,
+                compacted: *compacted,
+            },
+            Error::FutureRevision { requested, current } => Error::FutureRevision {
+                requested: *requested,
+                current: *current,
+            },
+            Error::RequestTooLarge { size, max } => Error::RequestTooLarge {
+                size: *size,
+                max: *max,
+            },
+            Error::TooManyOps { ops, max } => Error::TooManyOps {
+                ops: *ops,
+                max: *max,
+            },
+            Error::DuplicateKey { key } => Error::DuplicateKey { key: key.clone() },
+            Error::NoSpace { size, quota } => Error::NoSpace {
+                size: *size,
+                quota: *quota,
+            },
         }
     }
 

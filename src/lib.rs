@@ -28,6 +28,7 @@
 mod btree;
 pub mod defrag;
 pub mod error;
+pub mod mvcc;
 pub mod storage;
 mod txn;
 
@@ -40,7 +41,7 @@ pub mod fuzzing;
 pub use defrag::{DefragOptions, DefragReport};
 pub use error::{Error, ErrorKind, PageId, Result};
 pub use txn::{
-    CheckReport, Db, Durability, Entries, Options, ReadTxn, Recovery, Stats, Table, TxnRead, WriteTxn,
+    CheckReport, Db, Durability, Entries, Options, ReadTxn, Recovery, Stats, Table, TableCursor, TxnRead, WriteTxn,
     MAX_TABLE_NAME, MAX_VALUE_LEN,
 };
 

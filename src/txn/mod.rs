@@ -35,7 +35,7 @@ use crate::storage::verified::VerifiedPages;
 pub use check::CheckReport;
 
 pub use read::ReadTxn;
-pub use table::{Entries, Table, TxnRead, MAX_TABLE_NAME};
+pub use table::{Entries, Table, TableCursor, TxnRead, MAX_TABLE_NAME};
 pub use write::{WriteTxn, MAX_VALUE_LEN};
 
 /// When a commit reaches the disk.

@@ -4,9 +4,9 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use super::pages::MappedPages;
-use super::table::{check_table_name, Entries, EntriesInner, Table, TableRecord, TxnRead};
+use super::table::{check_table_name, CursorInner, Entries, EntriesInner, Table, TableCursor, TableRecord, TxnRead};
 use super::Shared;
-use crate::btree::cursor::Range;
+use crate::btree::cursor::{Cursor, Range};
 use crate::btree::node::{Limits, Node};
 use crate::btree::{self, PageSource, Root};
 use crate::error::{Error, Result};
@@ -144,6 +144,11 @@ impl TxnRead for ReadTxn {
 
     fn table_len(&self, table: Table) -> Result<u64> {
         Ok(self.record(table)?.len)
+    }
+
+    fn cursor(&self, table: Table) -> Result<TableCursor<'_>> {
+        let root = self.record(table)?.root;
+        Ok(TableCursor { inner: CursorInner::Read(Cursor::new(self, root)), on_entry: false })
     }
 }
 

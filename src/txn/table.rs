@@ -5,7 +5,7 @@
 
 use std::ops::Bound;
 
-use crate::btree::cursor::Range;
+use crate::btree::cursor::{Cursor, Range};
 use crate::btree::Root;
 use crate::error::{Error, Result};
 use crate::storage::page::{read_u32, read_u64, write_u32, write_u64, PageRef};
@@ -83,6 +83,98 @@ pub trait TxnRead {
     fn range(&self, table: Table, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Result<Entries<'_>>;
     /// Number of entries in `table` (kept in the catalog: O(1)).
     fn table_len(&self, table: Table) -> Result<u64>;
+    /// A cursor over `table`, positioned nowhere until it seeks.
+    fn cursor(&self, table: Table) -> Result<TableCursor<'_>>;
+}
+
+/// A movable position in a table: seek to a key, step forward or back.
+/// Entries are borrowed from the transaction.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use revkv::{Db, TxnRead};
+/// let db = Db::open(dir.path().join("db"))?;
+/// let mut w = db.begin_write()?;
+/// let t = w.open_table("t")?;
+/// for k in [b"a", b"c", b"e"] {
+///     w.insert(t, k, b"")?;
+/// }
+/// let mut c = w.cursor(t)?;
+/// assert_eq!(c.seek(b"b")?.map(|(k, _)| k), Some(&b"c"[..]));
+/// assert_eq!(c.next()?.map(|(k, _)| k), Some(&b"e"[..]));
+/// assert_eq!(c.next()?, None);
+/// # Ok::<(), revkv::Error>(())
+/// ```
+pub struct TableCursor<'a> {
+    pub(crate) inner: CursorInner<'a>,
+    pub(crate) on_entry: bool,
+}
+
+pub(crate) enum CursorInner<'a> {
+    Read(Cursor<'a, crate::txn::read::ReadTxn>),
+    Write(Cursor<'a, crate::txn::write::WriteTxn>),
+}
+
+macro_rules! with_cursor {
+    ($self:ident, $c:ident => $e:expr) => {
+        match &mut $self.inner {
+            CursorInner::Read($c) => $e,
+            CursorInner::Write($c) => $e,
+        }
+    };
+}
+
+impl<'a> TableCursor<'a> {
+    fn current(&mut self, moved: bool) -> Result<Option<(&'a [u8], &'a [u8])>> {
+        self.on_entry = moved;
+        if !moved {
+            return Ok(None);
+        }
+        with_cursor!(self, c => c.entry())
+    }
+
+    /// Moves to the first entry with a key at or after `key`.
+    pub fn seek(&mut self, key: &[u8]) -> Result<Option<(&'a [u8], &'a [u8])>> {
+        let moved = with_cursor!(self, c => c.seek(key))?;
+        self.current(moved)
+    }
+
+    /// Moves to the last entry with a key at or before `key`.
+    pub fn seek_back(&mut self, key: &[u8]) -> Result<Option<(&'a [u8], &'a [u8])>> {
+        let moved = with_cursor!(self, c => c.seek_back(key))?;
+        self.current(moved)
+    }
+
+    /// Moves to the first entry.
+    pub fn first(&mut self) -> Result<Option<(&'a [u8], &'a [u8])>> {
+        let moved = with_cursor!(self, c => c.first())?;
+        self.current(moved)
+    }
+
+    /// Moves to the last entry.
+    pub fn last(&mut self) -> Result<Option<(&'a [u8], &'a [u8])>> {
+        let moved = with_cursor!(self, c => c.last())?;
+        self.current(moved)
+    }
+
+    /// Moves to the next entry; None past the end (and stays there).
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<(&'a [u8], &'a [u8])>> {
+        if !self.on_entry {
+            return Ok(None);
+        }
+        let moved = with_cursor!(self, c => c.next())?;
+        self.current(moved)
+    }
+
+    /// Moves to the previous entry; None before the start (and stays there).
+    pub fn prev(&mut self) -> Result<Option<(&'a [u8], &'a [u8])>> {
+        if !self.on_entry {
+            return Ok(None);
+        }
+        let moved = with_cursor!(self, c => c.prev())?;
+        self.current(moved)
+    }
 }
 
 /// An iterator over table entries, from [`TxnRead::range`]. Yields

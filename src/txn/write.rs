@@ -30,9 +30,9 @@ use parking_lot::lock_api::ArcMutexGuard;
 use parking_lot::RawMutex;
 
 use super::pages::MappedPages;
-use super::table::{check_table_name, Entries, EntriesInner, Table, TableRecord, TxnRead};
+use super::table::{check_table_name, CursorInner, Entries, EntriesInner, Table, TableCursor, TableRecord, TxnRead};
 use super::{Durability, Published, Shared, Writer};
-use crate::btree::cursor::Range;
+use crate::btree::cursor::{Cursor, Range};
 use crate::btree::node::{Limits, Node, NodeMut};
 use crate::btree::write::{self as tree, PageStore};
 use crate::btree::{self, PageSource, Root};
@@ -849,6 +849,11 @@ impl TxnRead for WriteTxn {
 
     fn table_len(&self, table: Table) -> Result<u64> {
         Ok(self.tables[self.slot(table)?].record.len)
+    }
+
+    fn cursor(&self, table: Table) -> Result<TableCursor<'_>> {
+        let root = self.tables[self.slot(table)?].record.root;
+        Ok(TableCursor { inner: CursorInner::Write(Cursor::new(self, root)), on_entry: false })
     }
 }
 

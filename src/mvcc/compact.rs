@@ -1,0 +1,135 @@
+//! Compaction: forgetting history below a revision.
+//!
+//! The logical step is one small transaction: it records the new compacted
+//! revision (reads below it fail from then on) and schedules the physical
+//! removal. The physical step walks the revision log from the last
+//! compaction up to the target in batches, each its own write transaction,
+//! so writers and readers interleave with it. For every version in the log
+//! it removes the older versions of the same key (superseded by this one)
+//! and, when this version is a deletion and the newest at or below the
+//! target, the deletion itself. Progress is saved with every batch; open
+//! finishes a compaction a crash interrupted.
+
+use super::keys::{self, split_kv_key, split_rev_key};
+use super::read;
+use super::record::Record;
+use super::Tables;
+use crate::error::{Error, Result};
+use crate::txn::{TxnRead, WriteTxn};
+
+/// Log entries one batch visits (more when one revision has more changes:
+/// a revision is never split between batches).
+pub const BATCH: usize = 1000;
+
+/// Runs one batch of the physical compaction toward `target`, starting after
+/// revision `progress`. Returns the new progress and whether it is done.
+pub(crate) fn batch(
+    w: &mut WriteTxn,
+    t: Tables,
+    progress: u64,
+    target: u64,
+    budget: usize,
+) -> Result<(u64, bool)> {
+    // Collect the log entries first: removal changes the tables.
+    let mut entries: Vec<(u64, u32, bool, Vec<u8>)> = Vec::new();
+    let mut done = true;
+    {
+        let mut c = w.cursor(t.rev)?;
+        let mut e = c.seek(&keys::rev_key(progress + 1, 0))?;
+        while let Some((k, v)) = e {
+            let (main, sub) = split_rev_key(k)
+                .ok_or_else(|| Error::CorruptFile("malformed rev table key".into()))?;
+            if main > target {
+                break;
+            }
+            if entries.len() >= budget && entries.last().is_some_and(|l| l.0 != main) {
+                done = false;
+                break;
+            }
+            let (flag, key) = v
+                .split_first()
+                .ok_or_else(|| Error::CorruptFile("empty rev table entry".into()))?;
+            entries.push((main, sub, *flag == 1, key.to_vec()));
+            e = c.next()?;
+        }
+    }
+    let mut last = progress;
+    for (main, sub, tombstone, key) in entries {
+        remove_older(w, t, &key, main)?;
+        if tombstone {
+            if let Some((rev, _)) = read::version_at(&*w, t.kv, &key, target)? {
+                if rev == main {
+                    w.remove(t.kv, &keys::kv_key(&key, main))?;
+                    w.remove(t.rev, &keys::rev_key(main, sub))?;
+                }
+            }
+        }
+        last = main;
+    }
+    Ok((if done { target } else { last }, done))
+}
+
+/// Removes every version of `key` older than `main`, from both tables.
+fn remove_older(w: &mut WriteTxn, t: Tables, key: &[u8], main: u64) -> Result<()> {
+    loop {
+        let older = {
+            let Some((rev, rec)) = read::version_at(&*w, t.kv, key, main - 1)? else {
+                return Ok(());
+            };
+            (rev, rec.sub)
+        };
+        w.remove(t.kv, &keys::kv_key(key, older.0))?;
+        w.remove(t.rev, &keys::rev_key(older.0, older.1))?;
+    }
+}
+
+/// A stable hash of the history up to `rev` (etcd's HashKV): every
+/// version still stored at or below `rev`, in revision order.
+pub(crate) fn hash_kv<T: TxnRead + ?Sized>(r: &T, t: Tables, rev: u64) -> Result<u32> {
+    let mut h = crc32fast::Hasher::new();
+    let mut c = r.cursor(t.rev)?;
+    let mut e = c.first()?;
+    while let Some((k, v)) = e {
+        let (main, sub) =
+            split_rev_key(k).ok_or_else(|| Error::CorruptFile("malformed rev table key".into()))?;
+        if main > rev {
+            break;
+        }
+        let key = v
+            .get(1..)
+            .ok_or_else(|| Error::CorruptFile("empty rev table entry".into()))?;
+        h.update(&main.to_be_bytes());
+        h.update(&sub.to_be_bytes());
+        h.update(&(key.len() as u32).to_be_bytes());
+        h.update(key);
+        match r.get(t.kv, &keys::kv_key(key, main))? {
+            Some(rec) => {
+                let _ = Record::decode(rec)?;
+                h.update(rec);
+            }
+            None => {
+                return Err(Error::CorruptFile(format!(
+                    "revision {main}.{sub} has no kv entry"
+                )))
+            }
+        }
+        e = c.next()?;
+    }
+    Ok(h.finalize())
+}
+
+/// Checks that every `kv` entry is a well-formed versioned key (for `check`).
+pub(crate) fn check_tables<T: TxnRead + ?Sized>(r: &T, t: Tables) -> Result<u64> {
+    let mut c = r.cursor(t.kv)?;
+    let mut e = c.first()?;
+    let mut n = 0;
+    while let Some((k, v)) = e {
+        let (esc, _) =
+            split_kv_key(k).ok_or_else(|| Error::CorruptFile("malformed kv table key".into()))?;
+        keys::unescape(esc).ok_or_else(|| Error::CorruptFile("malformed escaped key".into()))?;
+        Record::decode(v)?;
+        n += 1;
+        e = c.next()?;
+    }
+    Ok(n)
+}

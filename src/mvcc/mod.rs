@@ -1,0 +1,667 @@
+//! The revision store: etcd's v3 KV semantics on a persistent revision
+//! index.
+//!
+//! Every write transaction that changes something creates a new revision;
+//! any revision not yet compacted can be read. The index lives in the same
+//! copy-on-write file as the data (see [`keys`] for the layout), so opening a
+//! store reads a few meta keys and nothing else, and memory does not grow
+//! with the number of keys or revisions.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! use revkv::mvcc::{RangeOptions, Store, StoreOptions};
+//! let store = Store::open(dir.path().join("kv.db"), StoreOptions::new())?;
+//! assert_eq!(store.current_revision()?, 1);
+//! let put = store.put(b"/registry/pods/default/web-1", b"v1")?;
+//! assert_eq!(put.header.revision, 2);
+//! store.put(b"/registry/pods/default/web-1", b"v2")?;
+//! let got = store.range(b"/registry/pods/", &revkv::mvcc::prefix_end(b"/registry/pods/"), &RangeOptions::default())?;
+//! assert_eq!((got.count, got.kvs[0].version, got.kvs[0].value.as_slice()), (1, 2, &b"v2"[..]));
+//! // The first version is still there at revision 2.
+//! let old = store.range(b"/registry/pods/default/web-1", b"", &RangeOptions { revision: 2, ..Default::default() })?;
+//! assert_eq!(old.kvs[0].value, b"v1");
+//! # Ok::<(), revkv::Error>(())
+//! ```
+
+mod commit;
+mod compact;
+pub mod keys;
+pub(crate) mod read;
+mod record;
+mod txn;
+mod write;
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::txn::{Durability, TxnRead, WriteTxn};
+use crate::{Db, Options, ReadTxn, Table};
+
+pub use keys::prefix_end;
+pub use read::RangeEnd;
+pub use record::KeyValue;
+pub use txn::{
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeOptions, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp,
+    TxnRequest, TxnResponse,
+};
+
+const KV: &str = "kv";
+const REV: &str = "rev";
+const META: &str = "meta";
+const META_CURRENT: &[u8] = b"current_revision";
+const META_COMPACTED: &[u8] = b"compacted_revision";
+const META_SCHEDULED: &[u8] = b"scheduled_compact_revision";
+const META_PROGRESS: &[u8] = b"compact_progress";
+
+/// When writes become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitMode {
+    /// Every write is durable when it returns. Concurrent writers share
+    /// commits and fsyncs (group commit).
+    Immediate,
+    /// Like etcd's backend batching: writes are committed at once (visible to
+    /// readers, safe from a process crash) and synced every `max_writes`
+    /// writes or `max_delay`, whichever comes first. Power loss loses at most
+    /// the writes since the last sync and never corrupts the store.
+    Batched {
+        /// Sync after this many writes.
+        max_writes: u32,
+        /// Sync at least this often while writes are unsynced.
+        max_delay: Duration,
+    },
+}
+
+/// How to open a [`Store`]; a builder.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    page_size: Option<u32>,
+    commit: CommitMode,
+    max_value_bytes: usize,
+    max_request_bytes: usize,
+    max_txn_ops: usize,
+    read_only: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions::new()
+    }
+}
+
+impl StoreOptions {
+    /// etcd's defaults: values up to 1 MiB, requests up to 1.5 MiB, 128
+    /// operations per transaction; every write durable on return.
+    pub fn new() -> StoreOptions {
+        StoreOptions {
+            page_size: None,
+            commit: CommitMode::Immediate,
+            max_value_bytes: 1 << 20,
+            max_request_bytes: 3 << 19,
+            max_txn_ops: 128,
+            read_only: false,
+        }
+    }
+
+    /// Page size of a new file (see [`Options::page_size`]).
+    pub fn page_size(mut self, bytes: u32) -> StoreOptions {
+        self.page_size = Some(bytes);
+        self
+    }
+
+    /// When writes become durable.
+    pub fn commit_mode(mut self, mode: CommitMode) -> StoreOptions {
+        self.commit = mode;
+        self
+    }
+
+    /// Largest value of one key.
+    pub fn max_value_bytes(mut self, bytes: usize) -> StoreOptions {
+        self.max_value_bytes = bytes;
+        self
+    }
+
+    /// Largest request: the bytes of its keys, values, range ends and
+    /// compare operands, plus 8 per operation and 16 per compare (etcd
+    /// measures the encoded protobuf; this is close to it).
+    pub fn max_request_bytes(mut self, bytes: usize) -> StoreOptions {
+        self.max_request_bytes = bytes;
+        self
+    }
+
+    /// Most operations in one branch of a transaction.
+    pub fn max_txn_ops(mut self, ops: usize) -> StoreOptions {
+        self.max_txn_ops = ops;
+        self
+    }
+
+    /// Open without writing (a shared lock; no compaction is resumed).
+    pub fn read_only(mut self, read_only: bool) -> StoreOptions {
+        self.read_only = read_only;
+        self
+    }
+}
+
+/// Handles of the store's tables, valid inside one storage transaction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tables {
+    pub kv: Table,
+    pub rev: Table,
+    pub meta: Table,
+}
+
+/// The current and compacted revisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Revisions {
+    pub current: u64,
+    pub compacted: u64,
+}
+
+struct Inner {
+    db: Db,
+    opts: StoreOptions,
+    /// The committed revisions; held by whoever writes them.
+    revs: Mutex<Revisions>,
+    committer: commit::Committer,
+    unsynced: Mutex<u32>,
+    /// Dropping it stops the background syncer of batched mode.
+    _stop_syncer: Option<mpsc::Sender<()>>,
+}
+
+/// A revision store. Cheap to clone, `Send + Sync`; reads never wait for
+/// writes.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// The answer to [`Store::hash_kv`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashKvResponse {
+    /// The store's revision.
+    pub header: ResponseHeader,
+    /// The hash of every version stored at or below the revision asked for.
+    pub hash: u32,
+    /// The compacted revision when the hash was taken.
+    pub compact_revision: i64,
+}
+
+fn read_u64(txn: &impl TxnRead, meta: Table, key: &[u8]) -> Result<Option<u64>> {
+    match txn.get(meta, key)? {
+        None => Ok(None),
+        Some(b) => Ok(Some(u64::from_be_bytes(b.try_into().map_err(|_| {
+            Error::CorruptFile(format!(
+                "meta key {:?} is malformed",
+                String::from_utf8_lossy(key)
+            ))
+        })?))),
+    }
+}
+
+fn tables(w: &mut WriteTxn) -> Result<Tables> {
+    Ok(Tables {
+        kv: w.open_table(KV)?,
+        rev: w.open_table(REV)?,
+        meta: w.open_table(META)?,
+    })
+}
+
+fn read_tables(r: &ReadTxn) -> Result<Tables> {
+    Ok(Tables {
+        kv: r.open_table(KV)?,
+        rev: r.open_table(REV)?,
+        meta: r.open_table(META)?,
+    })
+}
+
+fn read_revisions(txn: &impl TxnRead, meta: Table) -> Result<Revisions> {
+    Ok(Revisions {
+        current: read_u64(txn, meta, META_CURRENT)?.unwrap_or(1),
+        compacted: read_u64(txn, meta, META_COMPACTED)?.unwrap_or(0),
+    })
+}
+
+impl Store {
+    /// Opens or creates the store at `path`; finishes a compaction that a
+    /// crash interrupted.
+    pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
+        let mut o = Options::new().read_only(opts.read_only);
+        if let Some(ps) = opts.page_size {
+            o = o.page_size(ps);
+        }
+        if let CommitMode::Batched { .. } = opts.commit {
+            o = o.durability(Durability::None);
+        }
+        let db = o.open(path)?;
+        Store::with_db(db, opts)
+    }
+
+    /// A store over an open database (its tables are `kv`, `rev` and
+    /// `meta`; other tables may live beside them).
+    pub fn with_db(db: Db, opts: StoreOptions) -> Result<Store> {
+        let revs = if opts.read_only {
+            let r = db.begin_read()?;
+            match read_tables(&r) {
+                Ok(t) => read_revisions(&r, t.meta)?,
+                Err(e) if e.kind() == crate::ErrorKind::TableNotFound => Revisions {
+                    current: 1,
+                    compacted: 0,
+                },
+                Err(e) => return Err(e),
+            }
+        } else {
+            let mut w = db.begin_write()?;
+            w.set_durability(Durability::Immediate);
+            let t = tables(&mut w)?;
+            let revs = read_revisions(&w, t.meta)?;
+            if w.get(t.meta, META_CURRENT)?.is_none() {
+                w.insert(t.meta, META_CURRENT, &1u64.to_be_bytes())?;
+            }
+            w.commit()?;
+            revs
+        };
+        let (stop, syncer) = match opts.commit {
+            CommitMode::Batched { max_delay, .. } if !opts.read_only => {
+                let (tx, rx) = mpsc::channel::<()>();
+                (Some(tx), Some((rx, max_delay)))
+            }
+            _ => (None, None),
+        };
+        let store = Store {
+            inner: Arc::new(Inner {
+                db,
+                opts,
+                revs: Mutex::new(revs),
+                committer: commit::Committer::default(),
+                unsynced: Mutex::new(0),
+                _stop_syncer: stop,
+            }),
+        };
+        if let Some((rx, delay)) = syncer {
+            let weak = Arc::downgrade(&store.inner);
+            std::thread::Builder::new()
+                .name("revkv-syncer".into())
+                .spawn(move || {
+                    // Ends when the store is dropped (the sender goes away).
+                    while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(delay) {
+                        let Some(inner) = weak.upgrade() else { return };
+                        let mut n = inner.unsynced.lock();
+                        if *n > 0 && inner.db.sync().is_ok() {
+                            *n = 0;
+                        }
+                    }
+                })
+                .map_err(|e| Error::io("starting the sync thread", e))?;
+        }
+        if !store.inner.opts.read_only {
+            store.finish_compaction()?;
+        }
+        Ok(store)
+    }
+
+    /// The database underneath (stats, defragmentation, check).
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    fn limits(&self) -> txn::Limits {
+        txn::Limits {
+            max_value: self.inner.opts.max_value_bytes,
+            max_request: self.inner.opts.max_request_bytes,
+            max_ops: self.inner.opts.max_txn_ops,
+            max_key: self.inner.db.max_key_len(),
+        }
+    }
+
+    /// A snapshot with the store's tables and revisions as of it.
+    fn snapshot(&self) -> Result<(ReadTxn, Option<Tables>, Revisions)> {
+        let r = self.inner.db.begin_read()?;
+        match read_tables(&r) {
+            Ok(t) => {
+                let revs = read_revisions(&r, t.meta)?;
+                Ok((r, Some(t), revs))
+            }
+            Err(e) if e.kind() == crate::ErrorKind::TableNotFound => Ok((
+                r,
+                None,
+                Revisions {
+                    current: 1,
+                    compacted: 0,
+                },
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The revision of the last write.
+    pub fn current_revision(&self) -> Result<i64> {
+        Ok(self.snapshot()?.2.current as i64)
+    }
+
+    /// The revision below which history was compacted away (0 if never).
+    pub fn compacted_revision(&self) -> Result<i64> {
+        Ok(self.snapshot()?.2.compacted as i64)
+    }
+
+    /// Reads `[key, range_end)` (etcd's `range_end` rules) with `options`.
+    /// Builds the whole answer in memory, as etcd's unary Range does: for
+    /// large ranges use a stream, whose memory is one chunk.
+    pub fn range(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        options: &RangeOptions,
+    ) -> Result<RangeResponse> {
+        if key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        let (r, t, revs) = self.snapshot()?;
+        let at = revs.check_read(options.revision, revs.current)?;
+        let Some(t) = t else {
+            return Ok(RangeResponse {
+                header: ResponseHeader {
+                    revision: revs.current as i64,
+                },
+                ..Default::default()
+            });
+        };
+        let req = RangeRequest {
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+            options: options.clone(),
+        };
+        read::range_at(&r, t.kv, &req, at, revs.current)
+    }
+
+    /// Puts `value` at `key`.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<PutResponse> {
+        self.put_with(PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            lease: 0,
+            prev_kv: false,
+        })
+    }
+
+    /// A put with every option of etcd's `PutRequest`.
+    pub fn put_with(&self, req: PutRequest) -> Result<PutResponse> {
+        let resp = self.txn(TxnRequest {
+            compare: vec![],
+            success: vec![RequestOp::Put(req)],
+            failure: vec![],
+        })?;
+        match resp.responses.into_iter().next() {
+            Some(ResponseOp::Put(p)) => Ok(p),
+            _ => unreachable!("a put request answers with a put response"),
+        }
+    }
+
+    /// Deletes `[key, range_end)` (etcd's `range_end` rules); with
+    /// `prev_kv`, returns the deleted key-values.
+    pub fn delete_range(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        prev_kv: bool,
+    ) -> Result<DeleteRangeResponse> {
+        let req = DeleteRangeRequest {
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+            prev_kv,
+        };
+        let resp = self.txn(TxnRequest {
+            compare: vec![],
+            success: vec![RequestOp::DeleteRange(req)],
+            failure: vec![],
+        })?;
+        match resp.responses.into_iter().next() {
+            Some(ResponseOp::DeleteRange(d)) => Ok(d),
+            _ => unreachable!("a delete request answers with a delete response"),
+        }
+    }
+
+    /// Runs a transaction: compares, then the success or failure operations,
+    /// all at one revision. A transaction with no writes runs on a snapshot.
+    pub fn txn(&self, req: TxnRequest) -> Result<TxnResponse> {
+        txn::validate(&req, &self.limits())?;
+        if req.is_read_only() {
+            return self.read_txn(&req);
+        }
+        if self.inner.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        self.inner
+            .committer
+            .submit(req, |jobs| self.apply_batch(jobs))
+    }
+
+    fn read_txn(&self, req: &TxnRequest) -> Result<TxnResponse> {
+        let (r, t, revs) = self.snapshot()?;
+        let header = ResponseHeader {
+            revision: revs.current as i64,
+        };
+        let Some(t) = t else {
+            let succeeded = req.compare.iter().all(|c| c.holds(None));
+            let ops = if succeeded {
+                &req.success
+            } else {
+                &req.failure
+            };
+            let responses = ops
+                .iter()
+                .map(|_| {
+                    ResponseOp::Range(RangeResponse {
+                        header,
+                        ..Default::default()
+                    })
+                })
+                .collect();
+            return Ok(TxnResponse {
+                header,
+                succeeded,
+                responses,
+            });
+        };
+        let succeeded = write::compares_hold(&r, t.kv, req, revs.current)?;
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let RequestOp::Range(range) = op else {
+                unreachable!("read-only transaction")
+            };
+            let at = revs.check_read(range.options.revision, revs.current)?;
+            responses.push(ResponseOp::Range(read::range_at(
+                &r,
+                t.kv,
+                range,
+                at,
+                revs.current,
+            )?));
+        }
+        Ok(TxnResponse {
+            header,
+            succeeded,
+            responses,
+        })
+    }
+
+    /// Applies queued requests in one storage transaction (the group-commit
+    /// leader runs this).
+    fn apply_batch(&self, jobs: Vec<commit::Job>) {
+        match self.try_apply_batch(&jobs) {
+            Ok(results) => {
+                for ((_, slot), r) in jobs.iter().zip(results) {
+                    slot.fill(r);
+                }
+            }
+            Err(e) => {
+                for (_, slot) in &jobs {
+                    slot.fill(Err(e.duplicate()));
+                }
+            }
+        }
+    }
+
+    fn try_apply_batch(&self, jobs: &[commit::Job]) -> Result<Vec<Result<TxnResponse>>> {
+        let mut revs = self.inner.revs.lock();
+        let mut w = self.inner.db.begin_write()?;
+        let t = tables(&mut w)?;
+        let mut applier = write::Applier::new(&mut w, t, *revs);
+        let mut results = Vec::with_capacity(jobs.len());
+        for (req, _) in jobs {
+            // A request's own error fails it alone when it came before any
+            // write (the applier checks reads' revisions first); anything
+            // else fails the batch, which is then not committed.
+            match applier.apply(req) {
+                Ok(r) => results.push(Ok(r)),
+                Err(e) if !applier.wrote() && !is_storage_failure(&e) => results.push(Err(e)),
+                Err(e) => return Err(e),
+            }
+        }
+        let new = applier.revs;
+        if new.current != revs.current {
+            w.insert(t.meta, META_CURRENT, &new.current.to_be_bytes())?;
+        }
+        let wrote = new.current != revs.current;
+        w.commit()?;
+        *revs = new;
+        drop(revs);
+        if wrote {
+            self.after_commit(jobs.len() as u32)?;
+        }
+        Ok(results)
+    }
+
+    /// Batched mode: sync once enough writes are unsynced.
+    fn after_commit(&self, writes: u32) -> Result<()> {
+        if let CommitMode::Batched { max_writes, .. } = self.inner.opts.commit {
+            let mut n = self.inner.unsynced.lock();
+            *n += writes;
+            if *n >= max_writes {
+                self.inner.db.sync()?;
+                *n = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every write so far durable (a no-op in immediate mode).
+    pub fn sync(&self) -> Result<()> {
+        let mut n = self.inner.unsynced.lock();
+        self.inner.db.sync()?;
+        *n = 0;
+        Ok(())
+    }
+
+    /// Compacts history below `revision`: from when this returns, reads
+    /// below it fail with [`Error::Compacted`]. Every key keeps its newest
+    /// version at or below `revision` unless that version is a deletion.
+    /// The removal runs in batches of separate write transactions, so
+    /// writers and readers keep going; this call returns when it is done.
+    pub fn compact(&self, revision: i64) -> Result<ResponseHeader> {
+        if self.inner.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let current = {
+            let mut revs = self.inner.revs.lock();
+            if revision <= revs.compacted as i64 {
+                return Err(Error::Compacted {
+                    requested: revision,
+                    compacted: revs.compacted as i64,
+                });
+            }
+            if revision > revs.current as i64 {
+                return Err(Error::FutureRevision {
+                    requested: revision,
+                    current: revs.current as i64,
+                });
+            }
+            let mut w = self.inner.db.begin_write()?;
+            w.set_durability(Durability::Immediate);
+            let t = tables(&mut w)?;
+            if w.get(t.meta, META_PROGRESS)?.is_none() {
+                w.insert(t.meta, META_PROGRESS, &revs.compacted.to_be_bytes())?;
+            }
+            w.insert(t.meta, META_COMPACTED, &(revision as u64).to_be_bytes())?;
+            w.insert(t.meta, META_SCHEDULED, &(revision as u64).to_be_bytes())?;
+            w.commit()?;
+            revs.compacted = revision as u64;
+            revs.current
+        };
+        self.finish_compaction()?;
+        Ok(ResponseHeader {
+            revision: current as i64,
+        })
+    }
+
+    /// Runs the physical compaction up to the scheduled revision, if any.
+    fn finish_compaction(&self) -> Result<()> {
+        loop {
+            let mut w = self.inner.db.begin_write()?;
+            let t = tables(&mut w)?;
+            let Some(target) = read_u64(&w, t.meta, META_SCHEDULED)? else {
+                return Ok(());
+            };
+            let progress = read_u64(&w, t.meta, META_PROGRESS)?.unwrap_or(0);
+            let (progress, done) = compact::batch(&mut w, t, progress, target, compact::BATCH)?;
+            w.insert(t.meta, META_PROGRESS, &progress.to_be_bytes())?;
+            if done {
+                w.remove(t.meta, META_SCHEDULED)?;
+            }
+            w.commit()?;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A hash of every version stored at or below `revision` (0: current),
+    /// like etcd's HashKV: two stores with the same history and compaction
+    /// agree.
+    pub fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
+        let (r, t, revs) = self.snapshot()?;
+        let at = revs.check_read(revision, revs.current)?;
+        let hash = match t {
+            Some(t) => compact::hash_kv(&r, t, at)?,
+            None => crc32fast::Hasher::new().finalize(),
+        };
+        Ok(HashKvResponse {
+            header: ResponseHeader {
+                revision: revs.current as i64,
+            },
+            hash,
+            compact_revision: revs.compacted as i64,
+        })
+    }
+
+    /// Checks the storage file and the store's own tables (every versioned
+    /// key and record well formed). Returns the number of stored versions.
+    pub fn check(&self) -> Result<u64> {
+        self.inner.db.check()?;
+        let (r, t, _) = self.snapshot()?;
+        match t {
+            Some(t) => compact::check_tables(&r, t),
+            None => Ok(0),
+        }
+    }
+}
+
+fn is_storage_failure(e: &Error) -> bool {
+    use crate::ErrorKind as K;
+    matches!(e.kind(), K::Io | K::Corrupt | K::Poisoned | K::ReadOnly)
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("db", &self.inner.db).finish()
+    }
+}

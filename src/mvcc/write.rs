@@ -1,0 +1,253 @@
+//! Applying write requests inside one storage write transaction.
+//!
+//! Each request that changes something gets the next main revision; its
+//! changes get sub revisions 0, 1, ... Several requests may be applied in
+//! one storage transaction (group commit); each still gets its own revision.
+
+use super::keys;
+use super::read::{self, RangeEnd};
+use super::record::{KeyValue, Record};
+use super::txn::{
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeResponse, RequestOp,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+};
+use super::{Revisions, Tables};
+use crate::error::{Error, Result};
+use crate::txn::{TxnRead, WriteTxn};
+
+/// Applies requests to one write transaction, tracking revisions.
+pub(crate) struct Applier<'w> {
+    pub w: &'w mut WriteTxn,
+    pub t: Tables,
+    pub revs: Revisions,
+    /// The main revision the request being applied writes at.
+    main: u64,
+    sub: u32,
+    record: Vec<u8>,
+}
+
+impl<'w> Applier<'w> {
+    pub fn new(w: &'w mut WriteTxn, t: Tables, revs: Revisions) -> Applier<'w> {
+        Applier {
+            w,
+            t,
+            revs,
+            main: 0,
+            sub: 0,
+            record: Vec::new(),
+        }
+    }
+
+    /// Applies a transaction request (puts and deletes are one-op
+    /// transactions) as one revision.
+    pub fn apply(&mut self, req: &TxnRequest) -> Result<TxnResponse> {
+        self.main = self.revs.current + 1;
+        self.sub = 0;
+        let succeeded = self.compares_hold(req)?;
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        // Fail before writing anything: a read of a compacted or future
+        // revision is the one error an operation can meet mid-request.
+        for op in ops {
+            if let RequestOp::Range(r) = op {
+                self.revs
+                    .check_read(r.options.revision, self.revs.current)?;
+            }
+        }
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(match op {
+                RequestOp::Range(r) => ResponseOp::Range(self.range(r)?),
+                RequestOp::Put(p) => ResponseOp::Put(self.put(p)?),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete_range(d)?),
+            });
+        }
+        if self.sub > 0 {
+            self.revs.current = self.main;
+        }
+        // Headers carry the revision after the whole request, as in etcd.
+        let rev = self.revs.current as i64;
+        for r in &mut responses {
+            match r {
+                ResponseOp::Range(x) => x.header.revision = rev,
+                ResponseOp::Put(x) => x.header.revision = rev,
+                ResponseOp::DeleteRange(x) => x.header.revision = rev,
+            }
+        }
+        Ok(TxnResponse {
+            header: ResponseHeader { revision: rev },
+            succeeded,
+            responses,
+        })
+    }
+
+    /// Whether the request being applied has written something (so an
+    /// error now cannot be undone without aborting the transaction).
+    pub fn wrote(&self) -> bool {
+        self.sub > 0
+    }
+
+    fn compares_hold(&self, req: &TxnRequest) -> Result<bool> {
+        compares_hold(&*self.w, self.t.kv, req, self.revs.current)
+    }
+
+    /// The revision reads inside the request see: its own changes included.
+    fn read_rev(&self) -> u64 {
+        if self.sub > 0 {
+            self.main
+        } else {
+            self.revs.current
+        }
+    }
+
+    fn range(&mut self, r: &super::txn::RangeRequest) -> Result<RangeResponse> {
+        let rev = self.read_rev();
+        let at = self.revs.check_read(r.options.revision, rev)?;
+        read::range_at(&*self.w, self.t.kv, r, at, rev)
+    }
+
+    fn latest(&self, key: &[u8]) -> Result<Option<(u64, KeyValue, u64, u64)>> {
+        Ok(
+            match read::version_at(&*self.w, self.t.kv, key, u64::MAX)? {
+                Some((rev, rec)) if !rec.tombstone => {
+                    Some((rev, rec.to_kv(key, rev, false), rec.create, rec.version))
+                }
+                _ => None,
+            },
+        )
+    }
+
+    fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
+        let prev = self.latest(&p.key)?;
+        let (create, version) = match &prev {
+            Some((_, _, create, version)) => (*create, version + 1),
+            None => (self.main, 1),
+        };
+        let rec = Record {
+            tombstone: false,
+            sub: self.sub,
+            create,
+            version,
+            lease: p.lease,
+            value: &p.value,
+        };
+        self.write_version(&p.key, &rec)?;
+        Ok(PutResponse {
+            header: ResponseHeader::default(),
+            prev_kv: if p.prev_kv {
+                prev.map(|(_, kv, _, _)| kv)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn delete_range(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let end = RangeEnd::from_etcd(&d.range_end);
+        // Collect first: the tombstones change the table being read.
+        let mut victims = Vec::new();
+        {
+            let mut live = read::LiveAt::new(&*self.w, self.t.kv, &d.key, &end, u64::MAX)?;
+            while let Some(v) = live.next()? {
+                let key = v.key()?;
+                let kv = if d.prev_kv {
+                    Some(v.record.to_kv(&key, v.mod_revision, false))
+                } else {
+                    None
+                };
+                victims.push((key, kv));
+            }
+        }
+        let mut resp = DeleteRangeResponse {
+            deleted: victims.len() as i64,
+            ..Default::default()
+        };
+        for (key, kv) in victims {
+            let rec = Record {
+                tombstone: true,
+                sub: self.sub,
+                create: 0,
+                version: 0,
+                lease: 0,
+                value: &[],
+            };
+            self.write_version(&key, &rec)?;
+            resp.prev_kvs.extend(kv);
+        }
+        Ok(resp)
+    }
+
+    /// Writes one version at (main, sub) to both tables.
+    fn write_version(&mut self, key: &[u8], rec: &Record<'_>) -> Result<()> {
+        rec.encode_into(&mut self.record);
+        self.w
+            .insert(self.t.kv, &keys::kv_key(key, self.main), &self.record)?;
+        let mut log = Vec::with_capacity(key.len() + 1);
+        log.push(u8::from(rec.tombstone));
+        log.extend_from_slice(key);
+        self.w
+            .insert(self.t.rev, &keys::rev_key(self.main, self.sub), &log)?;
+        self.sub += 1;
+        Ok(())
+    }
+}
+
+/// Evaluates a transaction's compares at revision `rev`.
+pub(crate) fn compares_hold<T: TxnRead + ?Sized>(
+    txn: &T,
+    kv: crate::Table,
+    req: &TxnRequest,
+    rev: u64,
+) -> Result<bool> {
+    for c in &req.compare {
+        let end = RangeEnd::from_etcd(&c.range_end);
+        if end == RangeEnd::Single {
+            let found = match read::version_at(txn, kv, &c.key, rev)? {
+                Some((r, rec)) if !rec.tombstone => Some(rec.to_kv(&c.key, r, false)),
+                _ => None,
+            };
+            if !c.holds(found.as_ref()) {
+                return Ok(false);
+            }
+            continue;
+        }
+        let mut live = read::LiveAt::new(txn, kv, &c.key, &end, rev)?;
+        let mut any = false;
+        while let Some(v) = live.next()? {
+            any = true;
+            if !c.holds(Some(&v.record.to_kv(&v.key()?, v.mod_revision, false))) {
+                return Ok(false);
+            }
+        }
+        if !any && !c.holds(None) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+impl Revisions {
+    /// The revision a read asking for `requested` (0: current) runs at.
+    pub(crate) fn check_read(&self, requested: i64, current: u64) -> Result<u64> {
+        if requested <= 0 {
+            return Ok(current);
+        }
+        let r = requested as u64;
+        if r > current {
+            return Err(Error::FutureRevision {
+                requested,
+                current: current as i64,
+            });
+        }
+        if r < self.compacted {
+            return Err(Error::Compacted {
+                requested,
+                compacted: self.compacted as i64,
+            });
+        }
+        Ok(r)
+    }
+}
