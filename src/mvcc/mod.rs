@@ -440,6 +440,54 @@ impl Store {
             .submit(req, |jobs| self.apply_batch(jobs))
     }
 
+    /// Applies many requests in one storage commit, each as its own
+    /// revision, in order: what etcd's backend does when it batches writes,
+    /// for bulk loads and imports. Each request is validated on its own; a
+    /// request that fails validation gets its error and the others go on.
+    /// Readers see all of them when this returns, none before.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use revkv::mvcc::{PutRequest, RequestOp, Store, StoreOptions, TxnRequest};
+    /// let store = Store::open(dir.path().join("kv.db"), StoreOptions::new())?;
+    /// let puts = (0..3).map(|i| TxnRequest {
+    ///     success: vec![RequestOp::Put(PutRequest { key: format!("k{i}").into(), value: b"v".to_vec(), ..Default::default() })],
+    ///     ..Default::default()
+    /// });
+    /// let results = store.write_batch(puts)?;
+    /// assert_eq!(results.len(), 3);
+    /// assert_eq!(store.current_revision()?, 4);
+    /// # Ok::<(), revkv::Error>(())
+    /// ```
+    pub fn write_batch(
+        &self,
+        requests: impl IntoIterator<Item = TxnRequest>,
+    ) -> Result<Vec<Result<TxnResponse>>> {
+        if self.inner.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let limits = self.limits();
+        let mut jobs = Vec::new();
+        let mut early: Vec<Option<Error>> = Vec::new();
+        for req in requests {
+            match txn::validate(&req, &limits) {
+                Ok(()) => {
+                    jobs.push((req, Arc::new(commit::Slot::default())));
+                    early.push(None);
+                }
+                Err(e) => early.push(Some(e)),
+            }
+        }
+        let mut results = self.try_apply_batch(&jobs)?.into_iter();
+        Ok(early
+            .into_iter()
+            .map(|e| match e {
+                Some(e) => Err(e),
+                None => results.next().expect("one result per applied job"),
+            })
+            .collect())
+    }
+
     fn read_txn(&self, req: &TxnRequest) -> Result<TxnResponse> {
         let (r, t, revs) = self.snapshot()?;
         let header = ResponseHeader {

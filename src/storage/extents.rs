@@ -94,6 +94,23 @@ impl ExtentSet {
         true
     }
 
+    /// Whether every page of `start..start+len` is in the set.
+    pub fn contains_run(&self, start: PageId, len: u64) -> bool {
+        match self.runs.range(..=start).next_back() {
+            Some((&s, &l)) => s + l >= start + len,
+            None => false,
+        }
+    }
+
+    /// Adds `start..start+len`, whether or not some of it is already there.
+    pub fn insert_overlapping(&mut self, start: PageId, len: u64) {
+        for p in start..start + len {
+            if !self.overlaps(p, 1) {
+                self.insert(p, 1);
+            }
+        }
+    }
+
     /// Takes the lowest run of `len` contiguous pages, if there is one.
     pub fn take_first_fit(&mut self, len: u64) -> Option<PageId> {
         let start = if len == 1 {

@@ -36,7 +36,10 @@ struct Seen {
 impl Seen {
     fn mark(&mut self, id: PageId, span: u64, what: &str) -> Result<()> {
         if id.checked_add(span).is_none_or(|end| end > self.hwm) {
-            return Err(Error::corrupt(id, format!("{what} points past the end of the file ({span} pages)")));
+            return Err(Error::corrupt(
+                id,
+                format!("{what} points past the end of the file ({span} pages)"),
+            ));
         }
         for p in id..id + span {
             let (w, b) = ((p / 64) as usize, 1u64 << (p % 64));

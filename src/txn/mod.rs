@@ -187,6 +187,11 @@ pub(crate) struct Writer {
     pub unreferenced: ExtentSet,
     /// Runs freed by each commit, held until no open snapshot predates it.
     pub pending: VecDeque<(u64, Vec<(PageId, u64)>)>,
+    /// Runs freed by each commit that were allocated since the last sync:
+    /// no meta on disk reaches them, so they wait only for readers.
+    pub pending_volatile: VecDeque<(u64, Vec<(PageId, u64)>)>,
+    /// Pages allocated since the last sync.
+    pub allocated_since_sync: ExtentSet,
     pub pending_pages: u64,
     pub file_len: u64,
     pub mapping: Arc<Mapping>,
@@ -214,6 +219,16 @@ impl Writer {
                 break;
             }
             let (_, runs) = self.pending.pop_front().expect("front exists");
+            for (id, len) in runs {
+                self.free.insert(id, len);
+                self.pending_pages -= len;
+            }
+        }
+        while let Some((txid, _)) = self.pending_volatile.front() {
+            if oldest.is_some_and(|o| *txid > o) {
+                break;
+            }
+            let (_, runs) = self.pending_volatile.pop_front().expect("front exists");
             for (id, len) in runs {
                 self.free.insert(id, len);
                 self.pending_pages -= len;
@@ -267,6 +282,7 @@ impl Shared {
             pending: w
                 .pending
                 .iter()
+                .chain(&w.pending_volatile)
                 .map(|(t, runs)| (*t, runs.iter().map(|r| r.1).sum()))
                 .collect(),
         };
@@ -377,6 +393,8 @@ impl Db {
     /// checksum and layout, key order across pages, balanced depth, entry
     /// counts, and that every page is either reachable or free exactly once.
     pub fn check(&self) -> Result<CheckReport> {
+        // The free list on disk describes the last durable commit.
+        self.sync()?;
         check::check(&self.begin_read()?)
     }
 
@@ -387,6 +405,18 @@ impl Db {
     pub fn sync(&self) -> Result<()> {
         if self.shared.read_only {
             return Ok(());
+        }
+        let unsynced = {
+            let w = self.shared.writer.lock();
+            w.synced_txid < w.meta.txid
+        };
+        if unsynced {
+            // Unsynced commits wrote no free list and no meta: a durable
+            // commit with no changes of its own writes both.
+            let mut w = self.begin_write()?;
+            w.force();
+            w.set_durability(Durability::Immediate);
+            w.commit()?;
         }
         let mut w = self.shared.writer.lock();
         sync_writer(&self.shared, &mut w)
@@ -453,13 +483,14 @@ fn sync_writer(shared: &Shared, w: &mut Writer) -> Result<()> {
     Ok(())
 }
 
-impl Drop for Shared {
+impl Drop for Db {
     fn drop(&mut self) {
-        // The last handle is gone: make unsynced commits durable so the next
-        // open has nothing to verify. Errors cannot be reported here; the
-        // commits stay crash-safe regardless.
-        if !self.read_only {
-            let _ = sync_writer(self, &mut self.writer.lock());
+        // The last handle (no transaction holds the shared state either):
+        // make unsynced commits durable and record the last commit as
+        // synced, so the next open has nothing to verify. An error cannot be
+        // reported from here; the file stays consistent regardless.
+        if Arc::strong_count(&self.shared) == 1 && !self.shared.read_only {
+            let _ = self.sync();
         }
     }
 }

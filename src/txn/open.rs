@@ -106,6 +106,8 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         unreferenced: free.clone(),
         free,
         pending: VecDeque::new(),
+        pending_volatile: VecDeque::new(),
+        allocated_since_sync: ExtentSet::new(),
         pending_pages: 0,
         file_len: len,
         mapping: Arc::clone(&mapping),

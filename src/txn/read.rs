@@ -4,7 +4,9 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use super::pages::MappedPages;
-use super::table::{check_table_name, CursorInner, Entries, EntriesInner, Table, TableCursor, TableRecord, TxnRead};
+use super::table::{
+    check_table_name, CursorInner, Entries, EntriesInner, Table, TableCursor, TableRecord, TxnRead,
+};
 use super::Shared;
 use crate::btree::cursor::{Cursor, Range};
 use crate::btree::node::{Limits, Node};
@@ -148,7 +150,10 @@ impl TxnRead for ReadTxn {
 
     fn cursor(&self, table: Table) -> Result<TableCursor<'_>> {
         let root = self.record(table)?.root;
-        Ok(TableCursor { inner: CursorInner::Read(Cursor::new(self, root)), on_entry: false })
+        Ok(TableCursor {
+            inner: CursorInner::Read(Cursor::new(self, root)),
+            on_entry: false,
+        })
     }
 }
 

@@ -30,7 +30,9 @@ use parking_lot::lock_api::ArcMutexGuard;
 use parking_lot::RawMutex;
 
 use super::pages::MappedPages;
-use super::table::{check_table_name, CursorInner, Entries, EntriesInner, Table, TableCursor, TableRecord, TxnRead};
+use super::table::{
+    check_table_name, CursorInner, Entries, EntriesInner, Table, TableCursor, TableRecord, TxnRead,
+};
 use super::{Durability, Published, Shared, Writer};
 use crate::btree::cursor::{Cursor, Range};
 use crate::btree::node::{Limits, Node, NodeMut};
@@ -178,6 +180,12 @@ impl WriteTxn {
     /// The id this transaction commits as.
     pub fn txid(&self) -> u64 {
         self.txid
+    }
+
+    /// Makes the commit write a free list and a meta even without changes
+    /// (how `Db::sync` makes unsynced commits durable).
+    pub(crate) fn force(&mut self) {
+        self.changed = true;
     }
 
     /// Overrides the database's [`Durability`] for this commit only.
@@ -439,14 +447,22 @@ impl WriteTxn {
         let catalog = tree::seal_tree(&mut self, catalog);
         self.catalog = catalog;
 
-        let (freelist, freelist_span) = self.write_freelist()?;
+        let durable = self.durability == Durability::Immediate;
+        // Only a durable commit writes a free list and a meta: an unsynced
+        // commit's pages are reachable from no meta on disk until the next
+        // durable commit or sync writes one, which is what makes losing them
+        // to a crash harmless.
+        let (freelist, freelist_span) = if durable {
+            self.write_freelist()?
+        } else {
+            (self.writer.meta.freelist, self.writer.meta.freelist_span)
+        };
         let written: u64 = self
             .dirty
             .values()
             .map(|b| (b.len() / self.shared.limits.page_size) as u64)
             .sum();
         let unsynced = self.writer.unsynced_pages + written;
-        let durable = self.durability == Durability::Immediate;
         let barrier = durable && unsynced > VERIFY_BUDGET;
         let slot = 1 - self.writer.durable_slot;
         let meta = Meta {
@@ -472,9 +488,12 @@ impl WriteTxn {
         let mut buf = vec![0u8; self.shared.limits.page_size];
         meta.encode(&mut buf);
         let file = &self.shared.file;
-        let result = file
-            .write_at(&buf, slot * self.shared.limits.page_size as u64)
-            .and_then(|()| if durable { file.sync() } else { Ok(()) });
+        let result = if durable {
+            file.write_at(&buf, slot * self.shared.limits.page_size as u64)
+                .and_then(|()| file.sync())
+        } else {
+            Ok(())
+        };
         if let Err(e) = result {
             let why = format!("writing the meta page of transaction {}: {e}", self.txid);
             self.writer.poisoned = Some(why);
@@ -614,14 +633,29 @@ impl WriteTxn {
             w.unreferenced.insert(id, len);
             w.free.insert(id, len);
         }
-        w.pending_pages += freed.iter().map(|&(_, l)| l).sum::<u64>();
-        w.pending.push_back((self.txid, freed));
+        // Pages allocated since the last sync are reachable from no meta on
+        // disk: once freed they wait only for readers, not for a sync.
+        let (volatile, durable_bound): (Vec<_>, Vec<_>) = freed
+            .into_iter()
+            .partition(|&(id, len)| w.allocated_since_sync.contains_run(id, len));
+        w.pending_pages += durable_bound
+            .iter()
+            .chain(&volatile)
+            .map(|&(_, l)| l)
+            .sum::<u64>();
+        if !durable_bound.is_empty() {
+            w.pending.push_back((self.txid, durable_bound));
+        }
+        if !volatile.is_empty() {
+            w.pending_volatile.push_back((self.txid, volatile));
+        }
         w.meta = meta;
-        w.meta_slot = slot;
         if durable {
+            w.meta_slot = slot;
             w.synced_txid = meta.txid;
             w.durable_slot = slot;
             w.unsynced_pages = 0;
+            w.allocated_since_sync = ExtentSet::new();
         } else {
             w.unsynced_pages = unsynced;
         }
@@ -688,10 +722,12 @@ impl WriteTxn {
             let removed = w.unreferenced.remove(id, span);
             debug_assert!(removed, "free pages are unreferenced");
             self.allocated.push((id, span));
+            w.allocated_since_sync.insert_overlapping(id, span);
             return Ok(id);
         }
         let id = self.hwm;
         self.hwm += span;
+        w.allocated_since_sync.insert_overlapping(id, span);
         Ok(id)
     }
 
@@ -812,6 +848,7 @@ impl PageStore for WriteTxn {
         let removed = w.unreferenced.remove(id, span);
         debug_assert!(removed, "free pages are unreferenced");
         self.allocated.push((id, span));
+        w.allocated_since_sync.insert_overlapping(id, span);
         Ok(Some(self.fill_overflow(id, span as u32, value)))
     }
 
@@ -853,7 +890,10 @@ impl TxnRead for WriteTxn {
 
     fn cursor(&self, table: Table) -> Result<TableCursor<'_>> {
         let root = self.tables[self.slot(table)?].record.root;
-        Ok(TableCursor { inner: CursorInner::Write(Cursor::new(self, root)), on_entry: false })
+        Ok(TableCursor {
+            inner: CursorInner::Write(Cursor::new(self, root)),
+            on_entry: false,
+        })
     }
 }
 

@@ -1,0 +1,277 @@
+//! `revkv bench PHASE`: the phases of the etcd peer program
+//! (../shared/peers), same workload, same JSON fields, so both engines can
+//! be measured side by side in one run.
+
+use std::path::Path;
+use std::time::Instant;
+
+use revkv::mvcc::{
+    prefix_end, CommitMode, Compare, CompareResult, CompareTarget, PutRequest, RangeOptions,
+    RequestOp, Store, StoreOptions, TxnRequest,
+};
+
+pub const PREFIX: &[u8] = b"/registry/pods/";
+
+/// The workload's key for object `i`.
+pub fn key(i: u64) -> Vec<u8> {
+    format!("/registry/pods/ns-{:04}/pod-{:08}", i % 1000, i).into_bytes()
+}
+
+/// A small deterministic generator (xorshift64*), so runs are repeatable.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+}
+
+/// A value from /proc/self/status in KiB.
+pub fn status_kb(field: &str) -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(-1)
+}
+
+/// Resets the peak-RSS counter so the next VmHWM is the peak from now.
+pub fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// One JSON line, fields in the given order.
+pub struct Line(Vec<(String, String)>);
+
+impl Line {
+    pub fn new() -> Line {
+        Line(Vec::new())
+    }
+    pub fn num(&mut self, k: &str, v: impl std::fmt::Display) -> &mut Line {
+        self.0.push((k.to_string(), v.to_string()));
+        self
+    }
+    pub fn str(&mut self, k: &str, v: &str) -> &mut Line {
+        self.0.push((k.to_string(), format!("\"{v}\"")));
+        self
+    }
+    pub fn print(&self) {
+        let body: Vec<String> = self.0.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        println!("{{{}}}", body.join(","));
+    }
+}
+
+fn whole() -> Vec<u8> {
+    prefix_end(PREFIX)
+}
+
+fn count(store: &Store) -> revkv::Result<u64> {
+    Ok(store
+        .range(
+            PREFIX,
+            &whole(),
+            &RangeOptions {
+                count_only: true,
+                ..Default::default()
+            },
+        )?
+        .count as u64)
+}
+
+/// Runs one phase; `args` are the phase's own arguments.
+pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
+    let arg = |i: usize, def: u64| args.get(i).copied().unwrap_or(def);
+    let t_open = Instant::now();
+    // Writes are batched like etcd's backend: synced at the end of the phase.
+    let opts = StoreOptions::new().commit_mode(CommitMode::Batched {
+        max_writes: 10_000,
+        max_delay: std::time::Duration::from_millis(100),
+    });
+    let store = Store::open(db, opts)?;
+    let open_s = t_open.elapsed().as_secs_f64();
+    let mut line = Line::new();
+    line.str("engine", "revkv")
+        .str("phase", phase)
+        .num("open_s", open_s)
+        .num("rss_after_open_kb", status_kb("VmRSS"));
+    reset_peak();
+    let base = status_kb("VmRSS");
+    let mut t0 = Instant::now();
+    match phase {
+        "load" => {
+            let (n, vs) = (arg(0, 100_000), arg(1, 1024) as usize);
+            let mut value = vec![0u8; vs];
+            Rng::new(7).fill(&mut value);
+            let mut i = 0;
+            while i < n {
+                let end = (i + 10_000).min(n);
+                let batch = (i..end).map(|j| put_request(key(j), value.clone()));
+                for r in store.write_batch(batch)? {
+                    r?;
+                }
+                i = end;
+            }
+            store.sync()?;
+            line.num("ops", n);
+        }
+        "open" => {}
+        "range" => {
+            let r = store.range(PREFIX, &whole(), &RangeOptions::default())?;
+            let bytes: usize = r.kvs.iter().map(|kv| kv.key.len() + kv.value.len()).sum();
+            line.num("keys", r.kvs.len()).num("bytes", bytes);
+        }
+        "first" => {
+            let r = store.range(
+                PREFIX,
+                &whole(),
+                &RangeOptions {
+                    limit: 500,
+                    ..Default::default()
+                },
+            )?;
+            line.num("keys", r.kvs.len());
+        }
+        "paged" => {
+            let limit = arg(0, 500) as i64;
+            let rev = store.current_revision()?;
+            let mut start = PREFIX.to_vec();
+            let (mut n, mut pages) = (0usize, 0usize);
+            loop {
+                let opts = RangeOptions {
+                    limit,
+                    revision: rev,
+                    ..Default::default()
+                };
+                let r = store.range(&start, &whole(), &opts)?;
+                n += r.kvs.len();
+                pages += 1;
+                if (r.kvs.len() as i64) < limit || r.kvs.is_empty() {
+                    break;
+                }
+                start = r.kvs.last().expect("a full page").key.clone();
+                start.push(0);
+            }
+            line.num("keys", n).num("pages", pages);
+        }
+        "get" => {
+            let m = arg(0, 100_000);
+            let total = count(&store)?;
+            let mut rng = Rng::new(1);
+            t0 = Instant::now();
+            let mut found = 0;
+            for _ in 0..m {
+                found += store
+                    .range(&key(rng.below(total)), b"", &RangeOptions::default())?
+                    .kvs
+                    .len();
+            }
+            line.num("ops", m).num("found", found);
+        }
+        "txn" => {
+            // Optimistic-concurrency update (Kubernetes' GuaranteedUpdate):
+            // read, then put only if the key was not modified meanwhile.
+            let m = arg(0, 100_000);
+            let total = count(&store)?;
+            let mut rng = Rng::new(2);
+            t0 = Instant::now();
+            for _ in 0..m {
+                let k = key(rng.below(total));
+                let read = store.range(&k, b"", &RangeOptions::default())?;
+                let Some(kv) = read.kvs.into_iter().next() else {
+                    continue;
+                };
+                let req = TxnRequest {
+                    compare: vec![Compare::new(
+                        k.clone(),
+                        CompareResult::Equal,
+                        CompareTarget::ModRevision(kv.mod_revision),
+                    )],
+                    success: vec![RequestOp::Put(PutRequest {
+                        key: k,
+                        value: kv.value,
+                        lease: 0,
+                        prev_kv: false,
+                    })],
+                    failure: vec![],
+                };
+                store.txn(req)?;
+            }
+            store.sync()?;
+            line.num("ops", m);
+        }
+        "churn" => {
+            let n = count(&store)?;
+            let mut value = vec![0u8; arg(0, 1024) as usize];
+            Rng::new(9).fill(&mut value);
+            let mut i = 0;
+            while i < n {
+                let end = (i + 10_000).min(n);
+                for r in store.write_batch((i..end).map(|j| put_request(key(j), value.clone())))? {
+                    r?;
+                }
+                i = end;
+            }
+            store.sync()?;
+            line.num("overwrite_s", t0.elapsed().as_secs_f64());
+            let s = store.db().stats();
+            line.num("size_before_compact", s.file_size)
+                .num("in_use_before_compact", s.bytes_in_use);
+            let t1 = Instant::now();
+            store.compact(store.current_revision()?)?;
+            store.sync()?;
+            line.num("compact_s", t1.elapsed().as_secs_f64());
+            let s = store.db().stats();
+            line.num("size_after_compact", s.file_size)
+                .num("in_use_after_compact", s.bytes_in_use);
+            let t2 = Instant::now();
+            store.db().defrag()?;
+            line.num("defrag_s", t2.elapsed().as_secs_f64());
+            let s = store.db().stats();
+            line.num("size_after_defrag", s.file_size)
+                .num("in_use_after_defrag", s.bytes_in_use);
+            line.num("ops", n);
+        }
+        other => {
+            return Err(revkv::Error::InvalidOption(format!(
+                "unknown bench phase {other:?} (load, open, range, first, paged, get, txn, churn)"
+            )))
+        }
+    }
+    line.num("s", t0.elapsed().as_secs_f64());
+    line.num("peak_rss_delta_kb", status_kb("VmHWM") - base);
+    line.num("db_size", store.db().stats().file_size);
+    line.print();
+    Ok(())
+}
+
+fn put_request(key: Vec<u8>, value: Vec<u8>) -> TxnRequest {
+    TxnRequest {
+        compare: vec![],
+        success: vec![RequestOp::Put(PutRequest {
+            key,
+            value,
+            lease: 0,
+            prev_kv: false,
+        })],
+        failure: vec![],
+    }
+}
