@@ -30,6 +30,7 @@ pub mod defrag;
 pub mod error;
 pub mod mvcc;
 pub mod storage;
+pub mod stream;
 mod txn;
 
 #[cfg(feature = "fault-injection")]

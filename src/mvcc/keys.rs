@@ -74,6 +74,30 @@ pub fn unescape(esc: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Appends the user key of an escaped key (terminator included) to `out`
+/// without allocating; false if the bytes are malformed.
+pub fn unescape_into(esc: &[u8], out: &mut impl Extend<u8>) -> bool {
+    let Some(body) = esc.strip_suffix(&[0, 0]) else {
+        return false;
+    };
+    let mut i = 0;
+    let mut run = 0;
+    while i < body.len() {
+        if body[i] == 0 {
+            if body.get(i + 1) != Some(&0xff) {
+                return false;
+            }
+            out.extend(body[run..=i].iter().copied());
+            i += 2;
+            run = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.extend(body[run..].iter().copied());
+    true
+}
+
 /// `rev` table key.
 pub fn rev_key(main: u64, sub: u32) -> [u8; 12] {
     let mut k = [0u8; 12];
@@ -135,6 +159,9 @@ mod tests {
             let (esc, rev) = split_kv_key(&ka).unwrap();
             prop_assert_eq!(rev, ra);
             prop_assert_eq!(unescape(esc).unwrap(), a.clone());
+            let mut into = Vec::new();
+            prop_assert!(unescape_into(esc, &mut into));
+            prop_assert_eq!(into, a.clone());
             prop_assert_eq!(escaped_len(&a), esc.len());
         }
     }

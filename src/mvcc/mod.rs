@@ -169,6 +169,10 @@ struct Inner {
     revs: Mutex<Revisions>,
     committer: commit::Committer,
     unsynced: Mutex<u32>,
+    /// The tables and revisions of the last snapshot read, by txid: reads
+    /// of the same commit skip the catalog and meta lookups.
+    snapshot_cache: Mutex<Option<(u64, Tables, Revisions)>>,
+    streams: crate::stream::StreamMetrics,
     /// Dropping it stops the background syncer of batched mode.
     _stop_syncer: Option<mpsc::Sender<()>>,
 }
@@ -279,6 +283,8 @@ impl Store {
                 revs: Mutex::new(revs),
                 committer: commit::Committer::default(),
                 unsynced: Mutex::new(0),
+                snapshot_cache: Mutex::new(None),
+                streams: crate::stream::StreamMetrics::default(),
                 _stop_syncer: stop,
             }),
         };
@@ -321,9 +327,20 @@ impl Store {
     /// A snapshot with the store's tables and revisions as of it.
     fn snapshot(&self) -> Result<(ReadTxn, Option<Tables>, Revisions)> {
         let r = self.inner.db.begin_read()?;
+        if let Some((txid, t, revs)) = *self.inner.snapshot_cache.lock() {
+            if txid == r.txid() {
+                let t = Tables {
+                    kv: r.adopt(t.kv),
+                    rev: r.adopt(t.rev),
+                    meta: r.adopt(t.meta),
+                };
+                return Ok((r, Some(t), revs));
+            }
+        }
         match read_tables(&r) {
             Ok(t) => {
                 let revs = read_revisions(&r, t.meta)?;
+                *self.inner.snapshot_cache.lock() = Some((r.txid(), t, revs));
                 Ok((r, Some(t), revs))
             }
             Err(e) if e.kind() == crate::ErrorKind::TableNotFound => Ok((
@@ -336,6 +353,16 @@ impl Store {
             )),
             Err(e) => Err(e),
         }
+    }
+
+    /// A snapshot for a stream (crate-internal).
+    pub(crate) fn snapshot_for_stream(&self) -> Result<(ReadTxn, Option<Tables>, Revisions)> {
+        self.snapshot()
+    }
+
+    /// Counters of this store's range streams.
+    pub fn stream_metrics(&self) -> &crate::stream::StreamMetrics {
+        &self.inner.streams
     }
 
     /// The revision of the last write.

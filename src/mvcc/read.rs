@@ -205,18 +205,18 @@ pub fn range_at<T: TxnRead + ?Sized>(
     };
     let mut matched = 0usize;
     while let Some(v) = live.next()? {
-        resp.count += 1;
-        if opts.count_only {
-            continue;
-        }
-        if !opts.keeps(v.mod_revision as i64, v.record.create as i64) {
+        if opts.count_only || !opts.keeps(v.mod_revision as i64, v.record.create as i64) {
+            resp.count += 1;
             continue;
         }
         matched += 1;
         if matched > limit {
+            // Stop at the first key past the limit: a page costs what it
+            // returns, not what the range holds (see the docs of `count`).
             resp.more = true;
-            continue;
+            break;
         }
+        resp.count += 1;
         resp.kvs
             .push(v.record.to_kv(&v.key()?, v.mod_revision, opts.keys_only));
     }

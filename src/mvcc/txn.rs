@@ -70,8 +70,13 @@ pub struct RangeResponse {
     pub header: ResponseHeader,
     /// The keys found (none with `count_only`).
     pub kvs: Vec<KeyValue>,
-    /// Keys in the range at the read revision, before limit and filters
-    /// (as etcd counts).
+    /// Keys in the range at the read revision, before filters, as etcd
+    /// counts them, with one deliberate difference: when a limit cuts the
+    /// answer short (`more` is true), revkv stops reading at the first key
+    /// past the limit, so `count` covers only the keys read up to there (at
+    /// least the keys returned). etcd reads the whole range to count it,
+    /// which makes every page of a paginated list cost as much as the whole
+    /// list; ask with `limit` 0 or `count_only` for the exact total.
     pub count: i64,
     /// Whether the limit left keys out.
     pub more: bool,

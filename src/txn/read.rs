@@ -93,6 +93,17 @@ impl ReadTxn {
             .collect()
     }
 
+    /// A handle for this transaction to a table whose handle was taken in
+    /// another snapshot of the same commit (same txid: same roots). Saves
+    /// the catalog lookup when many reads share a commit.
+    pub(crate) fn adopt(&self, table: Table) -> Table {
+        Table {
+            owner: self.serial,
+            slot: 0,
+            record: table.record,
+        }
+    }
+
     fn record(&self, table: Table) -> Result<TableRecord> {
         if table.owner != self.serial {
             return Err(Error::ForeignTable { table: table.slot });

@@ -115,15 +115,18 @@ impl Model {
             if !in_range(k, &req.key, &req.range_end) {
                 continue;
             }
-            resp.count += 1;
             if o.count_only || !o.keeps(kv.mod_revision, kv.create_revision) {
+                resp.count += 1;
                 continue;
             }
             matched += 1;
             if o.limit > 0 && matched > o.limit {
+                // revkv's documented difference from etcd: stop counting at
+                // the first key past the limit.
                 resp.more = true;
-                continue;
+                break;
             }
+            resp.count += 1;
             let mut kv = kv.clone();
             if o.keys_only {
                 kv.value.clear();

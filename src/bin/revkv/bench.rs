@@ -139,6 +139,46 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             let bytes: usize = r.kvs.iter().map(|kv| kv.key.len() + kv.value.len()).sum();
             line.num("keys", r.kvs.len()).num("bytes", bytes);
         }
+        "stream" => {
+            // The whole prefix as a stream of CHUNK_KEYS-key chunks: time to
+            // the first chunk, then the rest; memory is one chunk.
+            let chunk_keys = arg(0, 500) as usize;
+            let opts = revkv::stream::StreamOptions::new().chunk_keys(chunk_keys).adaptive(false).chunk_bytes(usize::MAX);
+            let mut stream = store.range_stream(PREFIX, &whole(), opts)?;
+            let (mut keys, mut bytes, mut chunks) = (0usize, 0usize, 0usize);
+            let mut first_chunk_s = 0.0;
+            while let Some(chunk) = stream.next_chunk()? {
+                if chunks == 0 {
+                    first_chunk_s = t0.elapsed().as_secs_f64();
+                }
+                chunks += 1;
+                keys += chunk.len();
+                bytes += chunk.bytes();
+            }
+            line.num("keys", keys).num("bytes", bytes).num("first_chunk_s", first_chunk_s).num("chunks", chunks);
+        }
+        "streams" => {
+            // N concurrent full streams (ten by default), one thread each.
+            let n = arg(0, 10) as usize;
+            let handles: Vec<_> = (0..n)
+                .map(|_| {
+                    let store = store.clone();
+                    std::thread::spawn(move || -> revkv::Result<usize> {
+                        let opts = revkv::stream::StreamOptions::new().chunk_keys(500).adaptive(false).chunk_bytes(usize::MAX);
+                        let mut bytes = 0;
+                        for c in store.range_stream(PREFIX, &whole(), opts)? {
+                            bytes += c?.bytes();
+                        }
+                        Ok(bytes)
+                    })
+                })
+                .collect();
+            let mut bytes = 0;
+            for h in handles {
+                bytes += h.join().expect("stream thread")?;
+            }
+            line.num("streams", n).num("bytes", bytes);
+        }
         "first" => {
             let r = store.range(
                 PREFIX,
@@ -252,7 +292,7 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
         }
         other => {
             return Err(revkv::Error::InvalidOption(format!(
-                "unknown bench phase {other:?} (load, open, range, first, paged, get, txn, churn)"
+                "unknown bench phase {other:?} (load, open, range, stream, streams, first, paged, get, txn, churn)"
             )))
         }
     }
