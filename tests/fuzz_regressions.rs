@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use revkv::{Options, TxnRead};
 
 fn inputs(kind: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(kind).join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz")
+        .join(kind)
+        .join(target);
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for e in entries.flatten() {
@@ -34,7 +37,10 @@ fn open_file_inputs_replay_cleanly() {
             }
         }
     }
-    assert!(seeds_opened > 0, "the seed corpus holds databases that open and check clean");
+    assert!(
+        seeds_opened > 0,
+        "the seed corpus holds databases that open and check clean"
+    );
 }
 
 #[test]
@@ -52,16 +58,33 @@ fn decode_inputs_replay_cleanly() {
 #[test]
 #[ignore = "writes fuzz/seeds; run by hand when the format changes"]
 fn write_seed_corpora() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("seeds");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz")
+        .join("seeds");
     let dir = tempfile::tempdir().unwrap();
-    for (n, (page_size, keys, value)) in [(512u32, 20u32, 10usize), (512, 200, 30), (512, 40, 700), (1024, 300, 5)].into_iter().enumerate() {
+    for (n, (page_size, keys, value)) in [
+        (512u32, 20u32, 10usize),
+        (512, 200, 30),
+        (512, 40, 700),
+        (1024, 300, 5),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let path = dir.path().join(format!("seed{n}"));
         let db = Options::new().page_size(page_size).open(&path).unwrap();
         for round in 0..3u32 {
             let mut w = db.begin_write().unwrap();
-            let t = w.open_table(if round == 2 { "other" } else { "t" }).unwrap();
+            let t = w
+                .open_table(if round == 2 { "other" } else { "t" })
+                .unwrap();
             for i in 0..keys {
-                w.insert(t, format!("k{:05}", (i * 31 + round) % keys).as_bytes(), &vec![i as u8; value]).unwrap();
+                w.insert(
+                    t,
+                    format!("k{:05}", (i * 31 + round) % keys).as_bytes(),
+                    &vec![i as u8; value],
+                )
+                .unwrap();
             }
             for i in (0..keys).step_by(3) {
                 w.remove(t, format!("k{i:05}").as_bytes()).unwrap();

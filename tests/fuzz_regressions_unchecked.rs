@@ -9,7 +9,9 @@ fn open_file_unchecked_inputs_replay_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     for kind in ["regressions", "seeds"] {
-        let Ok(entries) = std::fs::read_dir(root.join(kind).join("open_file_unchecked")) else { continue };
+        let Ok(entries) = std::fs::read_dir(root.join(kind).join("open_file_unchecked")) else {
+            continue;
+        };
         let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
         paths.sort();
         for path in paths {

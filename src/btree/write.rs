@@ -5,9 +5,8 @@
 //! changes them in place. A split moves about half of a page's bytes to a new
 //! right sibling (or, for appends at the right edge of the tree, only the new
 //! cell, so sequential keys leave full pages behind). A page that falls below
-//! a quarter full after a removal is merged with a sibling when the two fit in
-//! one page; pages are therefore at least a quarter full, and on average far
-//! more, without the cost of redistributing cells between siblings.
+//! half full after a removal is merged with a sibling when the two fit in one
+//! page, without the cost of redistributing cells between siblings.
 
 use super::node::{separator, split_point, Cell, Node, NodeMut, ValueRef};
 use super::{PageSource, Root, MAX_DEPTH};
@@ -237,7 +236,10 @@ fn rebalance<W: PageStore>(w: &mut W, path: &Path, leaf: PageId) -> Result<()> {
             id = parent;
             continue;
         }
-        if Node::new(w.dirty(id)).used() >= ps / 4 {
+        // Under half full: merge with a sibling when both fit in one page.
+        // (A quarter, bbolt's threshold, leaves pages of large values a
+        // third full after mass deletions such as a compaction.)
+        if Node::new(w.dirty(id)).used() >= ps / 2 {
             return Ok(());
         }
         let pnode = Node::new(w.dirty(parent));
