@@ -20,7 +20,9 @@ pub fn open_file(path: &Path, bytes: &[u8]) -> bool {
     if std::fs::write(path, bytes).is_err() {
         return false;
     }
-    let Ok(db) = Options::new().read_only(true).open(path) else { return false };
+    let Ok(db) = Options::new().read_only(true).open(path) else {
+        return false;
+    };
     let checked = db.check().is_ok();
     // Reading must be safe whether or not the check passed.
     if let Ok(r) = db.begin_read() {
@@ -74,7 +76,15 @@ pub fn decode(bytes: &[u8]) {
         let page = &bytes[..ps];
         let limits = Limits::new(ps);
         let h = Header(page);
-        let _ = (h.checksum(), h.kind_byte(), h.count(), h.id(), h.txid(), h.span(), h.word());
+        let _ = (
+            h.checksum(),
+            h.kind_byte(),
+            h.count(),
+            h.id(),
+            h.txid(),
+            h.span(),
+            h.word(),
+        );
         let _ = page::verify_checksum(page, 0);
         if node::validate(page, h.id(), &limits).is_ok() {
             let n = Node::new(page);

@@ -187,11 +187,15 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
     }
 
     /// Moves to the next entry; false when there is none.
+    #[inline]
     pub fn next(&mut self) -> Result<bool> {
-        let Some((_, idx)) = self.top() else {
+        let Some((leaf, idx)) = self.top() else {
             return Ok(false);
         };
         self.path[self.depth - 1].1 = idx + 1;
+        if idx + 1 < leaf.count() {
+            return Ok(true);
+        }
         self.skip_empty_forward()
     }
 
@@ -229,8 +233,8 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
         if idx >= leaf.count() {
             return Ok(None);
         }
-        let value = self.src.value(leaf.value(idx))?;
-        Ok(Some((leaf.key(idx), value)))
+        let (key, value) = leaf.leaf_entry(idx);
+        Ok(Some((key, self.src.value(value)?)))
     }
 
     /// The pages on the path from the root to the current leaf.
@@ -250,9 +254,9 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
     }
 
     /// Identity of the current position, to tell when two cursors meet.
-    fn position(&self) -> Option<(*const u8, usize)> {
+    fn position(&self) -> Option<(usize, usize)> {
         let (leaf, idx) = self.top()?;
-        Some((leaf.bytes().as_ptr(), idx))
+        Some((leaf.bytes().as_ptr() as usize, idx))
     }
 }
 
@@ -262,6 +266,10 @@ pub struct Range<'a, S: PageSource + ?Sized> {
     front: Cursor<'a, S>,
     back: Cursor<'a, S>,
     done: bool,
+    /// Where each cursor stands, kept so that a step compares one cached
+    /// position instead of walking both paths.
+    front_pos: Option<(usize, usize)>,
+    back_pos: Option<(usize, usize)>,
 }
 
 impl<'a, S: PageSource + ?Sized> Range<'a, S> {
@@ -290,15 +298,18 @@ impl<'a, S: PageSource + ?Sized> Range<'a, S> {
             // Empty when the ends have crossed.
             ok = front.key() <= back.key();
         }
+        let (front_pos, back_pos) = (front.position(), back.position());
         Ok(Range {
             front,
             back,
             done: !ok,
+            front_pos,
+            back_pos,
         })
     }
 
     fn finish_if_met(&mut self) {
-        if self.front.position() == self.back.position() {
+        if self.front_pos == self.back_pos {
             self.done = true;
         }
     }
@@ -324,7 +335,9 @@ impl<'a, S: PageSource + ?Sized> Iterator for Range<'a, S> {
         };
         self.finish_if_met();
         if !self.done {
-            match self.front.next() {
+            let moved = self.front.next();
+            self.front_pos = self.front.position();
+            match moved {
                 Ok(true) => {}
                 Ok(false) => self.done = true,
                 Err(e) => {
@@ -355,7 +368,9 @@ impl<'a, S: PageSource + ?Sized> DoubleEndedIterator for Range<'a, S> {
         };
         self.finish_if_met();
         if !self.done {
-            match self.back.prev() {
+            let moved = self.back.prev();
+            self.back_pos = self.back.position();
+            match moved {
                 Ok(true) => {}
                 Ok(false) => self.done = true,
                 Err(e) => {

@@ -212,6 +212,31 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// Key and value of leaf cell `i`, reading its slot and header once
+    /// (the scan loop's accessor).
+    #[inline]
+    pub fn leaf_entry(&self, i: usize) -> (&'a [u8], ValueRef<'a>) {
+        let page = self.page;
+        let o = read_u16(page, HEADER_LEN + 2 * i) as usize;
+        let klen = read_u16(page, o) as usize;
+        let flags = page[o + 2];
+        let vlen = read_u32(page, o + 3);
+        let k = o + LEAF_CELL_HEADER;
+        let v = k + klen;
+        let key = &page[k..v];
+        if flags & FLAG_OVERFLOW != 0 {
+            (
+                key,
+                ValueRef::Overflow {
+                    page: read_ref(page, v),
+                    len: vlen,
+                },
+            )
+        } else {
+            (key, ValueRef::Inline(&page[v..v + vlen as usize]))
+        }
+    }
+
     /// The child pointer of branch cell `i`.
     #[inline]
     pub fn child(&self, i: usize) -> PageRef {

@@ -42,13 +42,6 @@ impl RangeOptions {
             && (self.min_create_revision == 0 || create_revision >= self.min_create_revision)
             && (self.max_create_revision == 0 || create_revision <= self.max_create_revision)
     }
-
-    pub(crate) fn has_filters(&self) -> bool {
-        self.min_mod_revision != 0
-            || self.max_mod_revision != 0
-            || self.min_create_revision != 0
-            || self.max_create_revision != 0
-    }
 }
 
 /// A range read: `[key, range_end)` with etcd's rules for `range_end`

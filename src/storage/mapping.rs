@@ -46,9 +46,13 @@ impl Mapping {
     #[cfg(miri)]
     pub fn new(file: &File, needed: u64) -> Result<Mapping> {
         use std::os::unix::fs::FileExt;
-        let len = file.metadata().map_err(|e| Error::io("sizing the database file", e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("sizing the database file", e))?
+            .len();
         let mut map = vec![0u8; needed.max(len) as usize].into_boxed_slice();
-        file.read_exact_at(&mut map[..len as usize], 0).map_err(|e| Error::io("reading the database file", e))?;
+        file.read_exact_at(&mut map[..len as usize], 0)
+            .map_err(|e| Error::io("reading the database file", e))?;
         Ok(Mapping { map })
     }
 

@@ -170,8 +170,15 @@ impl Meta {
         }
         // Every later size computation multiplies page numbers by the page
         // size: a meta whose file could not be addressed is corrupt.
-        if self.hwm.checked_mul(u64::from(self.page_size)).is_none_or(|b| b > i64::MAX as u64) {
-            return bad(format!("high-water mark {} is beyond any possible file size", self.hwm));
+        if self
+            .hwm
+            .checked_mul(u64::from(self.page_size))
+            .is_none_or(|b| b > i64::MAX as u64)
+        {
+            return bad(format!(
+                "high-water mark {} is beyond any possible file size",
+                self.hwm
+            ));
         }
         for (what, r) in [("catalog", self.catalog), ("free list", self.freelist)] {
             if r.id != 0 && (r.id < 2 || r.id >= self.hwm || r.txid > self.txid) {
@@ -181,7 +188,9 @@ impl Meta {
                 ));
             }
         }
-        if self.freelist.id != 0 && (self.freelist_span == 0 || self.freelist.id + self.freelist_span as u64 > self.hwm) {
+        if self.freelist.id != 0
+            && (self.freelist_span == 0 || self.freelist.id + self.freelist_span as u64 > self.hwm)
+        {
             return bad(format!(
                 "free list run of {} pages is empty or passes the high-water mark",
                 self.freelist_span

@@ -241,7 +241,8 @@ pub(crate) fn checksums_ignored() -> bool {
 }
 
 #[cfg(feature = "fuzzing")]
-pub(crate) static IGNORE_CHECKSUMS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+pub(crate) static IGNORE_CHECKSUMS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Number of pages needed to hold `payload` bytes after a header.
 pub(crate) fn span_for(payload: usize, page_size: usize) -> u32 {

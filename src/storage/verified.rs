@@ -66,18 +66,6 @@ impl VerifiedPages {
             words[word].fetch_or(mask, Ordering::Release);
         }
     }
-
-    /// Forgets pages (for example after the file was truncated).
-    pub fn clear(&self, id: PageId, span: u64) {
-        for p in id..id + span {
-            let Some((seg, word, mask)) = Self::locate(p) else {
-                return;
-            };
-            if let Some(words) = self.segments[seg].get() {
-                words[word].fetch_and(!mask, Ordering::Release);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -85,15 +73,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn set_and_clear() {
+    fn insert_and_contains() {
         let v = VerifiedPages::new();
         assert!(!v.contains(5));
         v.insert(5, 3);
         assert!(v.contains(5) && v.contains(7) && !v.contains(8));
         v.insert(SEGMENT_PAGES + 1, 1);
         assert!(v.contains(SEGMENT_PAGES + 1));
-        v.clear(6, 1);
-        assert!(!v.contains(6) && v.contains(7));
         assert!(!v.contains(u64::MAX));
     }
 }
