@@ -43,7 +43,7 @@ pub use defrag::{DefragOptions, DefragReport};
 pub use error::{Error, ErrorKind, PageId, Result};
 pub use txn::{
     CheckReport, Db, Durability, Entries, Options, ReadTxn, Recovery, Stats, Table, TableCursor,
-    TxnRead, WriteTxn, MAX_TABLE_NAME, MAX_VALUE_LEN,
+    TxnRead, WriteTxn, DEFAULT_UNWRITTEN_LIMIT, MAX_TABLE_NAME, MAX_VALUE_LEN,
 };
 
 /// The README's examples, run as doctests so they never go stale.

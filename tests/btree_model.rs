@@ -86,12 +86,22 @@ fn value(len: usize, fill: u8) -> Vec<u8> {
 }
 
 fn run(ops: Vec<Op>, page_size: u32, durability: Durability) -> Result<(), TestCaseError> {
+    run_with(ops, page_size, durability, revkv::DEFAULT_UNWRITTEN_LIMIT)
+}
+
+fn run_with(
+    ops: Vec<Op>,
+    page_size: u32,
+    durability: Durability,
+    unwritten_limit: usize,
+) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let open = || {
         Options::new()
             .page_size(page_size)
             .durability(durability)
+            .unwritten_limit(unwritten_limit)
             .open(&path)
             .unwrap()
     };
@@ -312,6 +322,18 @@ fn matches_btreemap_default_pages_unsynced() {
     runner
         .run(&proptest::collection::vec(op(), 1..600), |ops| {
             run(ops, 4096, Durability::None)
+        })
+        .unwrap();
+}
+
+/// Unsynced commits whose pages mostly do not fit the in-memory limit:
+/// every few commits write the held pages out without a sync.
+#[test]
+fn matches_btreemap_small_pages_unsynced_written_out() {
+    let mut runner = runner(48, 4);
+    runner
+        .run(&proptest::collection::vec(op(), 1..400), |ops| {
+            run_with(ops, 512, Durability::None, 4096)
         })
         .unwrap();
 }

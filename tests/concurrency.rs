@@ -33,11 +33,23 @@ fn handles_are_send_and_sync() {
 
 #[test]
 fn snapshots_stay_unchanged_while_the_writer_grows_the_file() {
+    readers_see_unchanging_snapshots(Options::new(), 0);
+}
+
+/// Unsynced commits keep their pages in memory; a tiny limit makes most
+/// commits write them out, and periodic syncs retire them, while readers
+/// hold snapshots that reach pages in memory and in the file.
+#[test]
+fn snapshots_stay_unchanged_under_unsynced_commits_held_in_memory() {
+    let opts = Options::new()
+        .durability(revkv::Durability::None)
+        .unwritten_limit(48 << 10);
+    readers_see_unchanging_snapshots(opts, 97);
+}
+
+fn readers_see_unchanging_snapshots(opts: Options, sync_every: u32) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Options::new()
-        .page_size(1024)
-        .open(dir.path().join("db"))
-        .unwrap();
+    let db = opts.page_size(1024).open(dir.path().join("db")).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..3)
         .map(|id| {
@@ -85,7 +97,10 @@ fn snapshots_stay_unchanged_while_the_writer_grows_the_file() {
     for n in 0..2000u32 {
         let mut w = db.begin_write().unwrap();
         let t = w.open_table("t").unwrap();
-        for i in n * 3..n * 3 + 3 {
+        // Three new keys and one rewritten old one (same value), so pages
+        // are freed and reused as well as added.
+        let old = n.wrapping_mul(2_654_435_761) % (n * 3 + 1);
+        for i in (n * 3..n * 3 + 3).chain([old]) {
             w.insert(
                 t,
                 format!("k{i:06}").as_bytes(),
@@ -94,6 +109,9 @@ fn snapshots_stay_unchanged_while_the_writer_grows_the_file() {
             .unwrap();
         }
         w.commit().unwrap();
+        if sync_every > 0 && n % sync_every == 0 {
+            db.sync().unwrap();
+        }
     }
     stop.store(true, Ordering::Relaxed);
     for r in readers {

@@ -7,6 +7,7 @@ pub(crate) mod file;
 pub(crate) mod mapping;
 pub(crate) mod meta;
 pub mod page;
+pub(crate) mod unwritten;
 pub(crate) mod verified;
 
 #[cfg(feature = "fault-injection")]

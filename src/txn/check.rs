@@ -169,7 +169,9 @@ fn walk(
             ));
         }
         seen.mark(at.id, 1, what)?;
-        let bytes = pages.node(at, &r.shared().verified)?.bytes();
+        let bytes = pages
+            .node(at, &r.shared().verified, &r.shared().unwritten)?
+            .bytes();
         // Checked again in full, whatever this handle verified before.
         verify_checksum(bytes, at.id)?;
         node::validate(bytes, at.id, &limits)?;
@@ -220,7 +222,12 @@ fn walk(
                     ValueRef::Overflow { page, len } => {
                         let span = span_for(len as usize, limits.page_size) as u64;
                         seen.mark(page.id, span, what)?;
-                        let v = pages.overflow(page, len, &r.shared().verified)?;
+                        let v = pages.overflow(
+                            page,
+                            len,
+                            &r.shared().verified,
+                            &r.shared().unwritten,
+                        )?;
                         let run = pages.mapping.bytes(
                             page.id as usize * limits.page_size,
                             span as usize * limits.page_size,

@@ -14,7 +14,7 @@ mod readers;
 pub(crate) mod table;
 pub(crate) mod write;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,7 +29,8 @@ use crate::storage::extents::ExtentSet;
 use crate::storage::file::DbFile;
 use crate::storage::mapping::Mapping;
 use crate::storage::meta::Meta;
-use crate::storage::page::PageRef;
+use crate::storage::page::{Header, PageRef};
+use crate::storage::unwritten::UnwrittenPages;
 use crate::storage::verified::VerifiedPages;
 
 pub use check::CheckReport;
@@ -46,14 +47,20 @@ pub enum Durability {
     /// larger ones). The default.
     #[default]
     Immediate,
-    /// Commits are written but not synced: they become durable at the next
-    /// [`Db::sync`], the next `Immediate` commit, or when the last handle is
-    /// dropped. A crash of the process loses nothing; power loss or an
-    /// operating-system crash loses the commits since the last sync, never
-    /// more, and never corrupts the file (pages freed by unsynced commits
-    /// are not reused until a sync). For bulk loads and batched commits.
+    /// Commits are visible at once but not synced: they become durable at
+    /// the next [`Db::sync`], the next `Immediate` commit, or when the last
+    /// handle is dropped. Their pages stay in memory until then (up to
+    /// [`Options::unwritten_limit`], past which they are written without a
+    /// sync). A crash of the process, of the machine or of its power loses
+    /// the commits since the last sync, never more, and never corrupts the
+    /// file: no page the last durable commit reaches is overwritten before
+    /// the next sync. For bulk loads and batched commits (etcd's backend
+    /// batches the same way and relies on its write-ahead log for the rest).
     None,
 }
+
+/// Default of [`Options::unwritten_limit`]: 64 MiB.
+pub const DEFAULT_UNWRITTEN_LIMIT: usize = 64 << 20;
 
 /// How to open a database: a builder.
 ///
@@ -73,6 +80,7 @@ pub struct Options {
     pub(crate) durability: Durability,
     pub(crate) read_only: bool,
     pub(crate) create: bool,
+    pub(crate) unwritten_limit: usize,
     #[cfg(feature = "fault-injection")]
     pub(crate) observer: Option<Arc<dyn crate::storage::file::IoObserver>>,
 }
@@ -92,6 +100,7 @@ impl Options {
             durability: Durability::Immediate,
             read_only: false,
             create: true,
+            unwritten_limit: DEFAULT_UNWRITTEN_LIMIT,
             #[cfg(feature = "fault-injection")]
             observer: None,
         }
@@ -109,6 +118,20 @@ impl Options {
     /// When commits reach the disk; see [`Durability`].
     pub fn durability(mut self, durability: Durability) -> Options {
         self.durability = durability;
+        self
+    }
+
+    /// How many bytes of pages [`Durability::None`] commits may keep in
+    /// memory instead of writing them to the file (default 64 MiB).
+    ///
+    /// An unsynced commit promises nothing about the disk, so its pages stay
+    /// in memory until the next durable commit or [`Db::sync`] writes the
+    /// ones still in use; pages that a later commit of the same batch
+    /// replaces (a tree's root and branches, rewritten by every commit) are
+    /// never written at all. Past this limit a commit writes them out
+    /// without syncing. 0 writes every commit's pages at once.
+    pub fn unwritten_limit(mut self, bytes: usize) -> Options {
+        self.unwritten_limit = bytes;
         self
     }
 
@@ -147,15 +170,22 @@ pub(crate) struct Published {
     pub catalog: Root,
     pub hwm: u64,
     pub freelist: (PageRef, u32),
+    /// Pages 0..file_pages are in the file.
+    pub file_pages: u64,
+    /// Pages of commits up to this one are in the file; newer ones are in
+    /// [`Shared::unwritten`].
+    pub written: u64,
 }
 
 impl Published {
-    pub fn from_meta(m: &Meta) -> Published {
+    pub fn new(m: &Meta, file_pages: u64, written: u64) -> Published {
         Published {
             txid: m.txid,
             catalog: m.catalog,
             hwm: m.hwm,
             freelist: (m.freelist, m.freelist_span),
+            file_pages,
+            written,
         }
     }
 }
@@ -165,8 +195,9 @@ pub(crate) struct Space {
     file_len: u64,
     hwm: u64,
     unreferenced: u64,
-    /// Pages each recent commit freed that are not reusable yet.
-    pending: Vec<(u64, u64)>,
+    /// Pages freed by each commit newer than the oldest open snapshot (at
+    /// the last trim): what readers pin.
+    pending: VecDeque<(u64, u64)>,
 }
 
 pub(crate) struct State {
@@ -208,30 +239,60 @@ pub(crate) struct Writer {
     pub durable_slot: u64,
     /// Pages written by commits after `synced_txid`.
     pub unsynced_pages: u64,
+    /// Pages of every commit up to this one are in the file.
+    pub written_txid: u64,
+    /// Pages (first page of a run) in [`Shared::unwritten`] that the last
+    /// commit still reaches: what the next write-out must write.
+    pub unwritten_live: BTreeSet<PageId>,
+    /// Pages written out by each commit, kept in memory until no snapshot
+    /// older than that commit (which looks for them there) is open.
+    pub retired: VecDeque<(u64, Vec<PageId>)>,
 }
 
 impl Writer {
     /// Moves pages freed by commits at or before `oldest` (every reader's
     /// snapshot, or all if none) and already durable to the free set.
-    pub fn release_pending(&mut self, oldest: Option<u64>) {
+    pub fn release_pending(&mut self, oldest: Option<u64>, unwritten: &UnwrittenPages) {
+        let seen = |txid: u64| oldest.is_some_and(|o| txid > o);
+        while let Some((txid, _)) = self.retired.front() {
+            if seen(*txid) {
+                break;
+            }
+            let (txid, ids) = self.retired.pop_front().expect("front exists");
+            for id in ids {
+                // SAFETY: every snapshot that predates the write-out has
+                // ended, and later ones read pages this old from the file.
+                // A newer page at a reused id is kept.
+                let old = unsafe { unwritten.remove_if(id, |b| Header(b).txid() <= txid) };
+                self.recycle(old.into_iter());
+            }
+        }
         while let Some((txid, _)) = self.pending.front() {
-            if oldest.is_some_and(|o| *txid > o) || *txid > self.synced_txid {
+            if seen(*txid) || *txid > self.synced_txid {
                 break;
             }
             let (_, runs) = self.pending.pop_front().expect("front exists");
-            for (id, len) in runs {
-                self.free.insert(id, len);
-                self.pending_pages -= len;
-            }
+            self.release(runs, unwritten);
         }
         while let Some((txid, _)) = self.pending_volatile.front() {
-            if oldest.is_some_and(|o| *txid > o) {
+            if seen(*txid) {
                 break;
             }
             let (_, runs) = self.pending_volatile.pop_front().expect("front exists");
-            for (id, len) in runs {
-                self.free.insert(id, len);
-                self.pending_pages -= len;
+            self.release(runs, unwritten);
+        }
+    }
+
+    /// Makes freed runs reusable and drops what memory held of them.
+    fn release(&mut self, runs: Vec<(PageId, u64)>, unwritten: &UnwrittenPages) {
+        for (id, len) in runs {
+            self.free.insert(id, len);
+            self.pending_pages -= len;
+            if unwritten.bytes() > 0 {
+                // SAFETY: the run was freed by a commit that every open
+                // snapshot is at or past: none of them reaches it.
+                let old = unsafe { unwritten.remove_if(id, |_| true) };
+                self.recycle(old.into_iter());
             }
         }
     }
@@ -251,6 +312,10 @@ pub(crate) struct Shared {
     pub read_only: bool,
     pub durability: Durability,
     pub verified: VerifiedPages,
+    /// Pages of unsynced commits not written to the file yet.
+    pub unwritten: UnwrittenPages,
+    /// See [`Options::unwritten_limit`].
+    pub unwritten_limit: usize,
     pub state: Mutex<State>,
     pub writer: Arc<Mutex<Writer>>,
     serial: AtomicU64,
@@ -275,18 +340,21 @@ impl Shared {
     }
 
     pub fn publish_space(&self, w: &Writer) {
-        let space = Space {
-            file_len: w.file_len,
-            hwm: w.meta.hwm,
-            unreferenced: w.unreferenced.pages(),
-            pending: w
-                .pending
-                .iter()
-                .chain(&w.pending_volatile)
-                .map(|(t, runs)| (*t, runs.iter().map(|r| r.1).sum()))
-                .collect(),
-        };
-        self.state.lock().space = space;
+        let mut state = self.state.lock();
+        let oldest = state.readers.oldest();
+        let s = &mut state.space;
+        s.file_len = w.file_len;
+        s.hwm = w.meta.hwm;
+        s.unreferenced = w.unreferenced.pages();
+        // Commits at or before every open snapshot pin nothing.
+        match oldest {
+            None => s.pending.clear(),
+            Some(o) => {
+                while s.pending.front().is_some_and(|&(t, _)| t <= o) {
+                    s.pending.pop_front();
+                }
+            }
+        }
     }
 }
 

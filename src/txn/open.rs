@@ -2,7 +2,7 @@
 //! the free list. Reads O(pages of the last small commit + free-list size),
 //! never the whole file.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use crate::storage::file::DbFile;
 use crate::storage::mapping::Mapping;
 use crate::storage::meta::{Meta, META_LEN};
 use crate::storage::page::{self, PageRef, HEADER_LEN, MAX_PAGE_SIZE, MIN_PAGE_SIZE};
+use crate::storage::unwritten::UnwrittenPages;
 use crate::storage::verified::VerifiedPages;
 
 pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
@@ -63,6 +64,8 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         let pages = MappedPages {
             mapping: Arc::clone(&mapping),
             hwm: meta.hwm,
+            file_pages: len / ps as u64,
+            written: meta.txid,
             limits,
         };
         let attempt = (|| {
@@ -118,6 +121,9 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         synced_txid: meta.txid,
         durable_slot: slot,
         unsynced_pages: 0,
+        written_txid: meta.txid,
+        unwritten_live: BTreeSet::new(),
+        retired: VecDeque::new(),
     };
     let shared = Arc::new(Shared {
         file,
@@ -125,8 +131,10 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         read_only: opts.read_only,
         durability: opts.durability,
         verified,
+        unwritten: UnwrittenPages::new(),
+        unwritten_limit: opts.unwritten_limit,
         state: Mutex::new(State {
-            snapshot: Published::from_meta(&meta),
+            snapshot: Published::new(&meta, len / ps as u64, meta.txid),
             mapping,
             readers: readers::Readers::default(),
             space: Space::default(),
@@ -244,6 +252,8 @@ fn verify_commit(meta: &Meta, pages: &MappedPages, verified: &VerifiedPages) -> 
         stack.push((meta.catalog, true));
     }
     let mut visited = 0u64;
+    // Nothing is in memory at open.
+    let none = UnwrittenPages::new();
     while let Some((at, is_catalog)) = stack.pop() {
         visited += 1;
         if visited > meta.written_pages + 1 {
@@ -255,7 +265,7 @@ fn verify_commit(meta: &Meta, pages: &MappedPages, verified: &VerifiedPages) -> 
                 ),
             ));
         }
-        let node = pages.node(at, verified)?;
+        let node = pages.node(at, verified, &none)?;
         for i in 0..node.count() {
             if !node.is_leaf() {
                 let child = node.child(i);
@@ -272,7 +282,7 @@ fn verify_commit(meta: &Meta, pages: &MappedPages, verified: &VerifiedPages) -> 
                     }
                 }
                 ValueRef::Overflow { page, len } if page.txid > synced => {
-                    pages.overflow(page, len, verified)?;
+                    pages.overflow(page, len, verified, &none)?;
                 }
                 _ => {}
             }

@@ -58,6 +58,8 @@ impl ReadTxn {
             pages: MappedPages {
                 mapping,
                 hwm: snap.hwm,
+                file_pages: snap.file_pages,
+                written: snap.written,
                 limits: shared.limits,
             },
             txid: snap.txid,
@@ -135,11 +137,13 @@ impl PageSource for ReadTxn {
 
     #[inline]
     fn node(&self, at: PageRef) -> Result<Node<'_>> {
-        self.pages.node(at, &self.shared.verified)
+        self.pages
+            .node(at, &self.shared.verified, &self.shared.unwritten)
     }
 
     fn overflow(&self, at: PageRef, len: u32) -> Result<&[u8]> {
-        self.pages.overflow(at, len, &self.shared.verified)
+        self.pages
+            .overflow(at, len, &self.shared.verified, &self.shared.unwritten)
     }
 }
 

@@ -21,8 +21,8 @@
 //!   no open snapshot predates it, so a fallback never finds its pages
 //!   overwritten.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -42,6 +42,7 @@ use crate::error::{Error, PageId, Result};
 use crate::storage::extents::ExtentSet;
 use crate::storage::meta::Meta;
 use crate::storage::page::{self, init_header, set_word, span_for, PageKind, PageRef, HEADER_LEN};
+use crate::storage::unwritten::PageHasher;
 
 /// Most pages a commit writes with a single sync; larger commits sync their
 /// data before writing the meta. This bounds the work open does to verify
@@ -53,25 +54,6 @@ pub const MAX_VALUE_LEN: usize = (1 << 31) - 1;
 const FREELIST_ENTRY: usize = 16;
 /// Largest write handed to the operating system at once.
 const MAX_WRITE: usize = 8 << 20;
-
-/// Hashes page numbers for the dirty-page map (they are already well spread;
-/// one multiply mixes them enough and costs nothing next to SipHash).
-#[derive(Default)]
-pub(crate) struct PageHasher(u64);
-
-impl Hasher for PageHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
 
 type DirtyPages = HashMap<PageId, Box<[u8]>, BuildHasherDefault<PageHasher>>;
 
@@ -148,12 +130,14 @@ impl WriteTxn {
         // Pages freed by commits that every open snapshot is at or past can
         // no longer be seen by anyone: make them reusable.
         let oldest = shared.state.lock().readers.oldest();
-        writer.release_pending(oldest);
+        writer.release_pending(oldest, &shared.unwritten);
         shared.publish_space(&writer);
         let meta = writer.meta;
         let pages = MappedPages {
             mapping: Arc::clone(&writer.mapping),
             hwm: meta.hwm,
+            file_pages: writer.file_len / shared.limits.page_size as u64,
+            written: writer.written_txid,
             limits: shared.limits,
         };
         Ok(WriteTxn {
@@ -448,6 +432,13 @@ impl WriteTxn {
         self.catalog = catalog;
 
         let durable = self.durability == Durability::Immediate;
+        let ps = self.shared.limits.page_size;
+        let dirty_bytes: usize = self.dirty.values().map(|b| b.len()).sum();
+        // An unsynced commit leaves its pages in memory; a durable one, or
+        // one that would hold too much there, writes them and every page of
+        // earlier unsynced commits still reachable ("writes out").
+        let write_out =
+            durable || self.shared.unwritten.bytes() + dirty_bytes > self.shared.unwritten_limit;
         // Only a durable commit writes a free list and a meta: an unsynced
         // commit's pages are reachable from no meta on disk until the next
         // durable commit or sync writes one, which is what makes losing them
@@ -457,11 +448,18 @@ impl WriteTxn {
         } else {
             (self.writer.meta.freelist, self.writer.meta.freelist_span)
         };
-        let written: u64 = self
-            .dirty
-            .values()
-            .map(|b| (b.len() / self.shared.limits.page_size) as u64)
-            .sum();
+        let written = if write_out {
+            let held: usize = self
+                .writer
+                .unwritten_live
+                .iter()
+                .filter_map(|&id| self.shared.unwritten.get(id))
+                .map(|b| b.len())
+                .sum();
+            ((dirty_bytes + held) / ps) as u64
+        } else {
+            0
+        };
         let unsynced = self.writer.unsynced_pages + written;
         let barrier = durable && unsynced > VERIFY_BUDGET;
         let slot = 1 - self.writer.durable_slot;
@@ -482,7 +480,9 @@ impl WriteTxn {
         };
         // Phase 1: data pages. A failure here leaves the old state intact:
         // the pages written so far are free in every committed snapshot.
-        self.write_data(barrier)?;
+        if write_out {
+            self.write_data(barrier)?;
+        }
         // Phase 2: the meta. From here a failure leaves the disk in an
         // unknown state: poison the handle.
         let mut buf = vec![0u8; self.shared.limits.page_size];
@@ -502,7 +502,7 @@ impl WriteTxn {
                 e,
             ));
         }
-        self.publish(meta, slot, durable, unsynced);
+        self.publish(meta, slot, durable, write_out, unsynced);
         Ok(())
     }
 
@@ -585,13 +585,34 @@ impl WriteTxn {
                 .map_err(|e| Error::io(format!("growing the file to {target} bytes"), e))?;
             self.writer.file_len = target;
         }
+        // Pages of earlier unsynced commits that this commit still reaches
+        // (it may have freed some of them).
+        let freed: HashSet<PageId, BuildHasherDefault<PageHasher>> =
+            self.freed.iter().map(|&(id, _)| id).collect();
         let mut ids: Vec<PageId> = self.dirty.keys().copied().collect();
+        ids.extend(
+            self.writer
+                .unwritten_live
+                .iter()
+                .filter(|id| !freed.contains(id)),
+        );
         ids.sort_unstable();
+        let unwritten = &self.shared.unwritten;
         let mut run: Vec<u8> = Vec::new();
         let mut run_start = 0;
         let mut next = 0;
         for id in ids {
-            let buf = &self.dirty[&id];
+            let Some(buf) = self
+                .dirty
+                .get(&id)
+                .map(|b| &**b)
+                .or_else(|| unwritten.get(id))
+            else {
+                return Err(Error::corrupt(
+                    id,
+                    "an unwritten page to write out is not held",
+                ));
+            };
             if !run.is_empty() && (id != next || run.len() + buf.len() > MAX_WRITE) {
                 file.write_at(&run, run_start * ps)
                     .map_err(|e| Error::io(format!("writing pages at {run_start}"), e))?;
@@ -617,17 +638,43 @@ impl WriteTxn {
 
     /// Makes the commit visible: new readers see it, its freed pages wait
     /// for older readers to end.
-    fn publish(mut self, meta: Meta, slot: u64, durable: bool, unsynced: u64) {
+    fn publish(mut self, meta: Meta, slot: u64, durable: bool, write_out: bool, unsynced: u64) {
         let ps = self.shared.limits.page_size;
-        for &id in self.dirty.keys() {
-            // Pages this handle wrote are known good.
-            self.shared.verified.insert(id, 1);
-        }
         let freed = std::mem::take(&mut self.freed);
         let txn_free = std::mem::take(&mut self.txn_free);
+        let dirty = std::mem::take(&mut self.dirty);
         let w = &mut *self.writer;
+        let unwritten = &self.shared.unwritten;
         for &(id, len) in &freed {
             w.unreferenced.insert(id, len);
+            w.unwritten_live.remove(&id);
+        }
+        if write_out {
+            // Pages this handle wrote are known good.
+            for (&id, buf) in &dirty {
+                self.shared.verified.insert(id, (buf.len() / ps) as u64);
+            }
+            let held = std::mem::take(&mut w.unwritten_live);
+            for &id in &held {
+                if let Some(buf) = unwritten.get(id) {
+                    self.shared.verified.insert(id, (buf.len() / ps) as u64);
+                }
+            }
+            if !held.is_empty() {
+                // Snapshots from before this commit still look for these
+                // pages in memory: drop them once those have ended.
+                w.retired.push_back((self.txid, held.into_iter().collect()));
+            }
+            w.written_txid = self.txid;
+            w.recycle(dirty.into_values());
+        } else {
+            for (id, buf) in dirty {
+                // SAFETY: `id` was allocated by this commit, so it was free:
+                // whatever memory still held for it no open snapshot reaches.
+                let old = unsafe { unwritten.insert(id, buf) };
+                w.recycle(old.into_iter());
+                w.unwritten_live.insert(id);
+            }
         }
         for (id, len) in txn_free.iter() {
             w.unreferenced.insert(id, len);
@@ -638,6 +685,7 @@ impl WriteTxn {
         let (volatile, durable_bound): (Vec<_>, Vec<_>) = freed
             .into_iter()
             .partition(|&(id, len)| w.allocated_since_sync.contains_run(id, len));
+        let freed_pages: u64 = durable_bound.iter().chain(&volatile).map(|&(_, l)| l).sum();
         w.pending_pages += durable_bound
             .iter()
             .chain(&volatile)
@@ -659,7 +707,7 @@ impl WriteTxn {
         } else {
             w.unsynced_pages = unsynced;
         }
-        if w.mapping.capacity() < meta.hwm * ps as u64 {
+        if w.mapping.capacity() < w.file_len {
             // Readers keep the old mapping until they end; none waits.
             match crate::storage::mapping::Mapping::new(self.shared.file.raw(), w.file_len) {
                 Ok(m) => w.mapping = Arc::new(m),
@@ -675,10 +723,11 @@ impl WriteTxn {
             }
         }
         self.allocated.clear();
-        let dirty = std::mem::take(&mut self.dirty);
-        w.recycle(dirty.into_values());
         let mut state = self.shared.state.lock();
-        state.snapshot = Published::from_meta(&meta);
+        if freed_pages > 0 {
+            state.space.pending.push_back((self.txid, freed_pages));
+        }
+        state.snapshot = Published::new(&meta, w.file_len / ps as u64, w.written_txid);
         state.mapping = Arc::clone(&w.mapping);
         drop(state);
         self.shared.publish_space(w);
@@ -768,7 +817,8 @@ impl PageSource for WriteTxn {
                 )),
             };
         }
-        self.pages.node(at, &self.shared.verified)
+        self.pages
+            .node(at, &self.shared.verified, &self.shared.unwritten)
     }
 
     fn overflow(&self, at: PageRef, len: u32) -> Result<&[u8]> {
@@ -781,7 +831,8 @@ impl PageSource for WriteTxn {
                 )),
             };
         }
-        self.pages.overflow(at, len, &self.shared.verified)
+        self.pages
+            .overflow(at, len, &self.shared.verified, &self.shared.unwritten)
     }
 }
 
@@ -796,7 +847,11 @@ impl PageStore for WriteTxn {
         }
         let id = self.alloc(1)?;
         let mut buf = self.buffer(1);
-        buf.copy_from_slice(self.pages.node(at, &self.shared.verified)?.bytes());
+        buf.copy_from_slice(
+            self.pages
+                .node(at, &self.shared.verified, &self.shared.unwritten)?
+                .bytes(),
+        );
         page::write_u64(&mut buf, 8, id);
         page::write_u64(&mut buf, 16, self.txid);
         self.dirty.insert(id, buf);
