@@ -7,6 +7,11 @@
 //! * `btree`: a copy-on-write B+tree over those pages.
 //! * transactions ([`Db`], [`ReadTxn`], [`WriteTxn`]): snapshots, the single
 //!   writer and crash-safe commits.
+//! * [`defrag`]: online defragmentation of the file.
+//! * [`quota`]: the space quota and its persisted alarms.
+//! * [`mvcc`]: the revision store with etcd's v3 semantics, its compaction
+//!   and status.
+//! * [`stream`]: range reads pulled chunk by chunk at one revision.
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
@@ -29,6 +34,7 @@ mod btree;
 pub mod defrag;
 pub mod error;
 pub mod mvcc;
+pub mod quota;
 pub mod storage;
 pub mod stream;
 mod txn;

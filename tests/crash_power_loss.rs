@@ -247,7 +247,9 @@ fn store_survives_power_loss_at_every_point() {
             .io_observer(io.clone())
             .open(&path)
             .unwrap();
-        let store = Store::with_db(db, StoreOptions::new()).unwrap();
+        // Small compaction batches: a compaction spans several commits, so
+        // power fails in the middle of one too.
+        let store = Store::with_db(db, StoreOptions::new().compaction_batch(2)).unwrap();
         let mut model = BTreeMap::new();
         states.push((model.clone(), 1));
         io.mark(0);
@@ -260,6 +262,12 @@ fn store_survives_power_loss_at_every_point() {
             } else if k % 13 == 0 {
                 let cur = store.current_revision().unwrap();
                 store.compact(cur - 3).unwrap();
+            } else if k % 17 == 0 {
+                // Online defragmentation in small batches, each a commit.
+                store
+                    .db()
+                    .defrag_with(&revkv::DefragOptions::new().batch_pages(4))
+                    .unwrap();
             } else {
                 let v = vec![k as u8; 1 + rng.below(700) as usize];
                 store.put(&key, &v).unwrap();

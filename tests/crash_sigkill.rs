@@ -31,7 +31,7 @@ fn sigkill_child() {
     let Some(path) = std::env::var_os(CHILD_ENV) else {
         return;
     };
-    let store = Store::open(&path, StoreOptions::new()).unwrap();
+    let store = Store::open(&path, StoreOptions::new().compaction_batch(8)).unwrap();
     let start = store
         .range(b"/last", b"", &RangeOptions::default())
         .unwrap();
@@ -49,6 +49,12 @@ fn sigkill_child() {
         if k % 50 == 0 {
             store
                 .compact(store.current_revision().unwrap() - 20)
+                .unwrap();
+        }
+        if k % 120 == 0 {
+            store
+                .db()
+                .defrag_with(&revkv::DefragOptions::new().batch_pages(16))
                 .unwrap();
         }
         println!("acked {k}");

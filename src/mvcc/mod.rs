@@ -28,6 +28,7 @@ mod compact;
 pub mod keys;
 pub(crate) mod read;
 mod record;
+mod space;
 mod txn;
 mod write;
 
@@ -39,12 +40,14 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::quota::{self, Alarm, DEFAULT_QUOTA_BYTES};
 use crate::txn::{Durability, TxnRead, WriteTxn};
 use crate::{Db, Options, ReadTxn, Table};
 
 pub use keys::prefix_end;
 pub use read::RangeEnd;
 pub use record::KeyValue;
+pub use space::Status;
 pub use txn::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeOptions, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp,
@@ -86,6 +89,8 @@ pub struct StoreOptions {
     max_request_bytes: usize,
     max_txn_ops: usize,
     read_only: bool,
+    quota: Option<u64>,
+    compaction_batch: usize,
 }
 
 impl Default for StoreOptions {
@@ -105,6 +110,8 @@ impl StoreOptions {
             max_request_bytes: 3 << 19,
             max_txn_ops: 128,
             read_only: false,
+            quota: Some(DEFAULT_QUOTA_BYTES),
+            compaction_batch: compact::BATCH,
         }
     }
 
@@ -137,6 +144,30 @@ impl StoreOptions {
     /// Most operations in one branch of a transaction.
     pub fn max_txn_ops(mut self, ops: usize) -> StoreOptions {
         self.max_txn_ops = ops;
+        self
+    }
+
+    /// The space quota (etcd's `--quota-backend-bytes`; default 2 GiB): a
+    /// write that would take the database past it raises the NOSPACE alarm
+    /// and fails with [`Error::NoSpace`]; see [`crate::quota`].
+    pub fn quota_bytes(mut self, bytes: u64) -> StoreOptions {
+        self.quota = Some(bytes);
+        self
+    }
+
+    /// No space quota: the database grows until the disk is full (a full
+    /// disk fails the write cleanly; nothing committed is lost).
+    pub fn no_quota(mut self) -> StoreOptions {
+        self.quota = None;
+        self
+    }
+
+    /// Revision-log entries one compaction batch visits (default 1000).
+    /// Each batch is its own write transaction, so this bounds how long
+    /// compaction holds the writer: smaller batches mean shorter pauses for
+    /// writers and more commits.
+    pub fn compaction_batch(mut self, entries: usize) -> StoreOptions {
+        self.compaction_batch = entries.max(1);
         self
     }
 
@@ -173,6 +204,8 @@ struct Inner {
     /// of the same commit skip the catalog and meta lookups.
     snapshot_cache: Mutex<Option<(u64, Tables, Revisions)>>,
     streams: crate::stream::StreamMetrics,
+    /// The raised alarms with their details (what the `alarm` table holds).
+    alarms: Mutex<Vec<(Alarm, u64)>>,
     /// Dropping it stops the background syncer of batched mode.
     _stop_syncer: Option<mpsc::Sender<()>>,
 }
@@ -269,6 +302,7 @@ impl Store {
             w.commit()?;
             revs
         };
+        let alarms = quota::load(&db.begin_read()?)?;
         let (stop, syncer) = match opts.commit {
             CommitMode::Batched { max_delay, .. } if !opts.read_only => {
                 let (tx, rx) = mpsc::channel::<()>();
@@ -285,6 +319,7 @@ impl Store {
                 unsynced: Mutex::new(0),
                 snapshot_cache: Mutex::new(None),
                 streams: crate::stream::StreamMetrics::default(),
+                alarms: Mutex::new(alarms),
                 _stop_syncer: stop,
             }),
         };
@@ -462,6 +497,7 @@ impl Store {
         if self.inner.opts.read_only {
             return Err(Error::ReadOnly);
         }
+        self.check_space(space::cost(&req))?;
         self.inner
             .committer
             .submit(req, |jobs| self.apply_batch(jobs))
@@ -505,6 +541,7 @@ impl Store {
                 Err(e) => early.push(Some(e)),
             }
         }
+        self.check_space(jobs.iter().map(|(r, _)| space::cost(r)).sum())?;
         let mut results = self.try_apply_batch(&jobs)?.into_iter();
         Ok(early
             .into_iter()
@@ -687,7 +724,13 @@ impl Store {
                 return Ok(());
             };
             let progress = read_u64(&w, t.meta, META_PROGRESS)?.unwrap_or(0);
-            let (progress, done) = compact::batch(&mut w, t, progress, target, compact::BATCH)?;
+            let (progress, done) = compact::batch(
+                &mut w,
+                t,
+                progress,
+                target,
+                self.inner.opts.compaction_batch,
+            )?;
             w.insert(t.meta, META_PROGRESS, &progress.to_be_bytes())?;
             if done {
                 w.remove(t.meta, META_SCHEDULED)?;

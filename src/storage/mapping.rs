@@ -1,7 +1,7 @@
 //! The read-only memory mapping of the database file, with address space
 //! reserved ahead of the file so that growth rarely needs a new mapping.
 //!
-//! This module and `verified` hold all of the crate's `unsafe` code.
+//! This module and `unwritten` hold all of the crate's `unsafe` code.
 //!
 //! Why reserve: bbolt remaps the file as it grows and must stop every reader
 //! while it does. revkv maps far more address space than the file holds
@@ -27,9 +27,9 @@ const MIN_RESERVE: u64 = 512 << 20;
 /// A read-only shared mapping of the database file.
 ///
 /// Invariant: only bytes below the file's committed length are ever read
-/// through it (callers check page numbers against the high-water mark of
-/// their snapshot, and the writer extends the file before it publishes a
-/// snapshot whose high-water mark covers the new pages). Reading beyond the
+/// through it (callers check page numbers against the file length their
+/// snapshot was published with, and the writer extends the file before it
+/// writes pages past its end and publishes that length). Reading beyond the
 /// end of the file would raise SIGBUS.
 pub struct Mapping {
     #[cfg(not(miri))]

@@ -54,6 +54,9 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+/// Largest buffer a chunk reserves up front (it can still grow past it).
+const MAX_PRESIZE: usize = 16 << 20;
+
 use crate::error::{Error, Result};
 use crate::mvcc::read::{LiveAt, RangeEnd};
 use crate::mvcc::{KeyValue, Store};
@@ -371,6 +374,10 @@ pub struct RangeStream {
     next_key: Option<Vec<u8>>,
     returned: u64,
     target_keys: usize,
+    /// Bytes of the last chunk: the next chunk's buffer is sized from it, so
+    /// it is allocated once instead of doubling (which would also leave up
+    /// to twice the chunk allocated).
+    last_bytes: usize,
     started: Instant,
     pinned_id: Option<u64>,
     ended: bool,
@@ -443,6 +450,7 @@ impl Store {
             } else {
                 opts.chunk_keys
             },
+            last_bytes: 0,
             opts,
             started: Instant::now(),
             pinned_id,
@@ -538,7 +546,8 @@ impl RangeStream {
         let opts = &self.opts;
         let cap_keys = self.target_keys;
         let mut live = LiveAt::new(txn, kv, &start, &end, self.revision)?;
-        let mut data = BytesMut::new();
+        let mut data =
+            BytesMut::with_capacity(self.last_bytes.min(opts.chunk_bytes).min(MAX_PRESIZE));
         let mut entries = Vec::with_capacity(cap_keys.min(1024));
         let mut counted = 0u64;
         let mut exhausted = true;
@@ -566,6 +575,21 @@ impl RangeStream {
                 counted += 1;
                 continue;
             }
+            if entries.is_empty() && data.capacity() == 0 {
+                // First chunk: guess from the first key-value.
+                let each = v.escaped.len()
+                    + if opts.keys_only {
+                        0
+                    } else {
+                        v.record.value.len()
+                    };
+                let guess = each.saturating_mul(cap_keys).saturating_add(each);
+                data.reserve(
+                    guess
+                        .min(opts.chunk_bytes.saturating_add(each))
+                        .min(MAX_PRESIZE),
+                );
+            }
             if !crate::mvcc::keys::unescape_into(v.escaped, &mut data) {
                 return Err(Error::CorruptFile("malformed key in the kv table".into()));
             }
@@ -589,6 +613,8 @@ impl RangeStream {
             self.next_key = None;
         }
         let bytes = data.len();
+        // A little more than this chunk, for keys and values of other sizes.
+        self.last_bytes = bytes + bytes / 16;
         // Adapt the next chunk's size toward the byte target.
         if self.opts.adaptive {
             if bytes < self.opts.chunk_bytes / 2 && entries.len() >= self.target_keys {

@@ -102,10 +102,13 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
     let arg = |i: usize, def: u64| args.get(i).copied().unwrap_or(def);
     let t_open = Instant::now();
     // Writes are batched like etcd's backend: synced at the end of the phase.
-    let opts = StoreOptions::new().commit_mode(CommitMode::Batched {
-        max_writes: 10_000,
-        max_delay: std::time::Duration::from_millis(100),
-    });
+    // No quota: the etcd peer runs its mvcc store without one too.
+    let opts = StoreOptions::new()
+        .no_quota()
+        .commit_mode(CommitMode::Batched {
+            max_writes: 10_000,
+            max_delay: std::time::Duration::from_millis(100),
+        });
     let store = Store::open(db, opts)?;
     let open_s = t_open.elapsed().as_secs_f64();
     let mut line = Line::new();
