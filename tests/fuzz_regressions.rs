@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use revkv::{Options, TxnRead};
+use revkv::Options;
 
 fn inputs(kind: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

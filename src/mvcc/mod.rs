@@ -199,15 +199,33 @@ struct Inner {
     /// The committed revisions; held by whoever writes them.
     revs: Mutex<Revisions>,
     committer: commit::Committer,
-    unsynced: Mutex<u32>,
+    unsynced: Arc<Mutex<u32>>,
     /// The tables and revisions of the last snapshot read, by txid: reads
     /// of the same commit skip the catalog and meta lookups.
     snapshot_cache: Mutex<Option<(u64, Tables, Revisions)>>,
     streams: crate::stream::StreamMetrics,
     /// The raised alarms with their details (what the `alarm` table holds).
     alarms: Mutex<Vec<(Alarm, u64)>>,
-    /// Dropping it stops the background syncer of batched mode.
-    _stop_syncer: Option<mpsc::Sender<()>>,
+    /// The background syncer of batched mode, stopped and joined on drop.
+    syncer: Mutex<Option<Syncer>>,
+}
+
+/// The batched mode's background syncer.
+struct Syncer {
+    /// Dropping it wakes the thread and ends it.
+    _stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(Syncer { _stop, thread }) = self.syncer.get_mut().take() {
+            drop(_stop);
+            // The thread only syncs: it cannot panic in a way worth
+            // propagating from a destructor.
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A revision store. Cheap to clone, `Send + Sync`; reads never wait for
@@ -303,12 +321,9 @@ impl Store {
             revs
         };
         let alarms = quota::load(&db.begin_read()?)?;
-        let (stop, syncer) = match opts.commit {
-            CommitMode::Batched { max_delay, .. } if !opts.read_only => {
-                let (tx, rx) = mpsc::channel::<()>();
-                (Some(tx), Some((rx, max_delay)))
-            }
-            _ => (None, None),
+        let syncer = match opts.commit {
+            CommitMode::Batched { max_delay, .. } if !opts.read_only => Some(max_delay),
+            _ => None,
         };
         let store = Store {
             inner: Arc::new(Inner {
@@ -316,28 +331,36 @@ impl Store {
                 opts,
                 revs: Mutex::new(revs),
                 committer: commit::Committer::default(),
-                unsynced: Mutex::new(0),
+                unsynced: Arc::new(Mutex::new(0)),
                 snapshot_cache: Mutex::new(None),
                 streams: crate::stream::StreamMetrics::default(),
                 alarms: Mutex::new(alarms),
-                _stop_syncer: stop,
+                syncer: Mutex::new(None),
             }),
         };
-        if let Some((rx, delay)) = syncer {
-            let weak = Arc::downgrade(&store.inner);
-            std::thread::Builder::new()
+        if let Some(delay) = syncer {
+            let (stop, rx) = mpsc::channel::<()>();
+            // The thread holds its own database handle, not the store: the
+            // store's drop stops and joins it, so the last handle (and the
+            // file lock) goes away with the store, on the caller's thread.
+            let db = store.inner.db.clone();
+            let unsynced = Arc::clone(&store.inner.unsynced);
+            let thread = std::thread::Builder::new()
                 .name("revkv-syncer".into())
                 .spawn(move || {
                     // Ends when the store is dropped (the sender goes away).
                     while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(delay) {
-                        let Some(inner) = weak.upgrade() else { return };
-                        let mut n = inner.unsynced.lock();
-                        if *n > 0 && inner.db.sync().is_ok() {
+                        let mut n = unsynced.lock();
+                        if *n > 0 && db.sync().is_ok() {
                             *n = 0;
                         }
                     }
                 })
                 .map_err(|e| Error::io("starting the sync thread", e))?;
+            *store.inner.syncer.lock() = Some(Syncer {
+                _stop: stop,
+                thread,
+            });
         }
         if !store.inner.opts.read_only {
             store.finish_compaction()?;

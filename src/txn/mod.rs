@@ -474,19 +474,37 @@ impl Db {
         if self.shared.read_only {
             return Ok(());
         }
+        self.commit_durably()?;
+        self.mark_synced()
+    }
+
+    /// The first half of [`Db::sync`]: a durable commit if any commit is
+    /// unsynced (unsynced commits wrote no free list and no meta: a durable
+    /// commit with no changes of its own writes both).
+    fn commit_durably(&self) -> Result<()> {
         let unsynced = {
             let w = self.shared.writer.lock();
             w.synced_txid < w.meta.txid
         };
         if unsynced {
-            // Unsynced commits wrote no free list and no meta: a durable
-            // commit with no changes of its own writes both.
             let mut w = self.begin_write()?;
             w.force();
             w.set_durability(Durability::Immediate);
             w.commit()?;
         }
+        Ok(())
+    }
+
+    /// The second half of [`Db::sync`]: marks the last commit synced in its
+    /// meta, so the next open verifies nothing.
+    fn mark_synced(&self) -> Result<()> {
         let mut w = self.shared.writer.lock();
+        if w.written_txid != w.meta.txid {
+            // An unsynced commit slipped in after the durable one: its pages
+            // are in memory, so its meta must not be marked synced.
+            // Everything before the sync is durable already.
+            return Ok(());
+        }
         sync_writer(&self.shared, &mut w)
     }
 
@@ -523,6 +541,10 @@ fn sync_writer(shared: &Shared, w: &mut Writer) -> Result<()> {
     if w.meta.synced_txid == w.meta.txid {
         return Ok(());
     }
+    assert_eq!(
+        w.written_txid, w.meta.txid,
+        "only a commit whose pages are all in the file can be marked synced"
+    );
     let ps = shared.limits.page_size;
     let data_synced = w.synced_txid == w.meta.txid;
     let mut meta = w.meta;
@@ -570,5 +592,45 @@ impl std::fmt::Debug for Db {
             .field("page_size", &self.shared.limits.page_size)
             .field("read_only", &self.shared.read_only)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(db: &Db, durability: Durability, key: &[u8]) {
+        let mut w = db.begin_write().unwrap();
+        w.set_durability(durability);
+        let t = w.open_table("t").unwrap();
+        w.insert(t, key, b"v").unwrap();
+        w.commit().unwrap();
+    }
+
+    /// A commit between the two halves of a sync (another thread's) keeps
+    /// its pages in memory: the sync must not mark it synced on disk.
+    #[test]
+    fn a_sync_never_marks_a_commit_held_in_memory_as_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let db = Options::new()
+            .durability(Durability::None)
+            .open(&path)
+            .unwrap();
+        put(&db, Durability::None, b"a");
+        db.commit_durably().unwrap();
+        put(&db, Durability::None, b"b");
+        db.mark_synced().unwrap();
+        // What the file holds now (what a crash would leave) must open to
+        // a state that is all in it.
+        let copy = dir.path().join("copy");
+        std::fs::copy(&path, &copy).unwrap();
+        drop(db);
+        let db = Options::new().read_only(true).open(&copy).unwrap();
+        assert!(db.recovery().is_none(), "{:?}", db.recovery());
+        db.check().unwrap();
+        let r = db.begin_read().unwrap();
+        let t = r.open_table("t").unwrap();
+        assert_eq!(r.get(t, b"a").unwrap(), Some(&b"v"[..]));
     }
 }
