@@ -42,6 +42,27 @@ struct Case {
     limit: u64,
     keys_only: bool,
     min_mod: i64,
+    /// Changes made between chunks, one list per chunk boundary.
+    between: Vec<Vec<Change>>,
+}
+
+/// A change made while a stream is open.
+#[derive(Debug, Clone)]
+enum Change {
+    Put(u8, u16),
+    Delete(u8),
+    /// Compact to this many revisions below the current one.
+    Compact(u8),
+    Defrag,
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        6 => (0u8..60, 0u16..600).prop_map(|(k, l)| Change::Put(k, l)),
+        2 => (0u8..60).prop_map(Change::Delete),
+        1 => (0u8..20).prop_map(Change::Compact),
+        1 => Just(Change::Defrag),
+    ]
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -57,7 +78,10 @@ fn case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         prop_oneof![3 => Just(0u64), 1 => 1u64..30],
         any::<bool>(),
-        prop_oneof![3 => Just(0i64), 1 => 1i64..80],
+        (
+            prop_oneof![3 => Just(0i64), 1 => 1i64..80],
+            proptest::collection::vec(proptest::collection::vec(change(), 0..4), 0..12),
+        ),
     )
         .prop_map(
             |(
@@ -72,7 +96,7 @@ fn case() -> impl Strategy<Value = Case> {
                 resumable,
                 limit,
                 keys_only,
-                min_mod,
+                (min_mod, between),
             )| Case {
                 writes,
                 compact_at,
@@ -86,8 +110,36 @@ fn case() -> impl Strategy<Value = Case> {
                 limit,
                 keys_only,
                 min_mod,
+                between,
             },
         )
+}
+
+/// Applies the changes scheduled after chunk `n`.
+fn change_store(store: &Store, c: &Case, n: usize) {
+    for ch in c.between.get(n).into_iter().flatten() {
+        match *ch {
+            Change::Put(i, len) => {
+                store.put(&k(i), &vec![i ^ 0x5a; len as usize]).unwrap();
+            }
+            Change::Delete(i) => {
+                store.delete_range(&k(i), b"", false).unwrap();
+            }
+            Change::Compact(back) => {
+                let cur = store.current_revision().unwrap();
+                let at = cur - back as i64;
+                if at > store.compacted_revision().unwrap() {
+                    store.compact(at).unwrap();
+                }
+            }
+            Change::Defrag => {
+                store
+                    .db()
+                    .defrag_with(&revkv::DefragOptions::new().batch_pages(3))
+                    .unwrap();
+            }
+        }
+    }
 }
 
 fn k(i: u8) -> Vec<u8> {
@@ -130,48 +182,6 @@ fn run(c: Case) -> Result<(), TestCaseError> {
     if c.limit > 0 {
         want.truncate(c.limit as usize);
     }
-    let opts = StreamOptions::new()
-        .revision(rev)
-        .chunk_keys(c.chunk_keys)
-        .chunk_bytes(c.chunk_bytes)
-        .adaptive(c.adaptive)
-        .limit(c.limit)
-        .keys_only(c.keys_only)
-        .min_mod_revision(c.min_mod)
-        .mode(if c.resumable {
-            StreamMode::Resumable
-        } else {
-            StreamMode::Pinned
-        });
-    let mut stream = store.range_stream(&start, &end, opts.clone()).unwrap();
-    let mut got = Vec::new();
-    let mut tokens = 0;
-    while let Some(chunk) = stream.next_chunk().unwrap() {
-        prop_assert_eq!(chunk.revision, rev);
-        prop_assert!(
-            chunk.len() <= c.chunk_keys,
-            "chunk of {} keys, limit {}",
-            chunk.len(),
-            c.chunk_keys
-        );
-        // About chunk_bytes: never more than one key-value past it.
-        let biggest = chunk
-            .iter()
-            .map(|kv| kv.key.len() + kv.value.len())
-            .max()
-            .unwrap_or(0);
-        prop_assert!(chunk.bytes() <= c.chunk_bytes + biggest);
-        got.extend(chunk.to_kvs());
-        // Every few chunks, continue through a token, as a client would.
-        if let Some(t) = stream.token() {
-            tokens += 1;
-            if tokens % 3 == 0 {
-                let t = ResumeToken::from_bytes(&t.to_bytes()).unwrap();
-                stream = store.resume_stream(&t, opts.clone()).unwrap();
-            }
-        }
-    }
-    prop_assert_eq!(got, want);
     // count_only streams count what the unary range counts.
     let unlimited = store
         .range(
@@ -195,6 +205,72 @@ fn run(c: Case) -> Result<(), TestCaseError> {
     )
     .unwrap();
     prop_assert_eq!(counted as i64, unlimited.count);
+    let opts = StreamOptions::new()
+        .revision(rev)
+        .chunk_keys(c.chunk_keys)
+        .chunk_bytes(c.chunk_bytes)
+        .adaptive(c.adaptive)
+        .limit(c.limit)
+        .keys_only(c.keys_only)
+        .min_mod_revision(c.min_mod)
+        .mode(if c.resumable {
+            StreamMode::Resumable
+        } else {
+            StreamMode::Pinned
+        });
+    let mut stream = store.range_stream(&start, &end, opts.clone()).unwrap();
+    let mut got = Vec::new();
+    let mut tokens = 0;
+    let mut chunks = 0;
+    loop {
+        // The store changes between chunks: a pinned stream must not
+        // notice; a resumable one may only fail with the compacted error.
+        change_store(&store, &c, chunks);
+        chunks += 1;
+        let chunk = match stream.next_chunk() {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => {
+                prop_assert!(c.resumable, "a pinned stream failed: {}", e);
+                prop_assert_eq!(e.kind(), ErrorKind::Compacted, "{}", e);
+                prop_assert!(store.compacted_revision().unwrap() > rev);
+                prop_assert_eq!(&want[..got.len()], &got[..], "before the error");
+                return Ok(());
+            }
+        };
+        prop_assert_eq!(chunk.revision, rev);
+        prop_assert!(
+            chunk.len() <= c.chunk_keys,
+            "chunk of {} keys, limit {}",
+            chunk.len(),
+            c.chunk_keys
+        );
+        // About chunk_bytes: never more than one key-value past it.
+        let biggest = chunk
+            .iter()
+            .map(|kv| kv.key.len() + kv.value.len())
+            .max()
+            .unwrap_or(0);
+        prop_assert!(chunk.bytes() <= c.chunk_bytes + biggest);
+        got.extend(chunk.to_kvs());
+        // Every few chunks, continue through a token, as a client would.
+        if let Some(t) = stream.token() {
+            tokens += 1;
+            if tokens % 3 == 0 {
+                let t = ResumeToken::from_bytes(&t.to_bytes()).unwrap();
+                stream = match store.resume_stream(&t, opts.clone()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Resuming after compaction passed the revision.
+                        prop_assert_eq!(e.kind(), ErrorKind::Compacted, "{}", e);
+                        prop_assert_eq!(&want[..got.len()], &got[..], "before the error");
+                        return Ok(());
+                    }
+                };
+            }
+        }
+    }
+    prop_assert_eq!(got, want);
     Ok(())
 }
 
