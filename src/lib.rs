@@ -12,6 +12,7 @@
 //! * [`mvcc`]: the revision store with etcd's v3 semantics, its compaction
 //!   and status.
 //! * [`stream`]: range reads pulled chunk by chunk at one revision.
+//! * [`watch`]: the changes to a key range from any revision on, pulled.
 //!
 //! ```
 //! # let dir = tempfile::tempdir().unwrap();
@@ -38,6 +39,7 @@ pub mod quota;
 pub mod storage;
 pub mod stream;
 mod txn;
+pub mod watch;
 
 #[cfg(feature = "fault-injection")]
 pub mod testing;

@@ -23,6 +23,7 @@
 //! # Ok::<(), revkv::Error>(())
 //! ```
 
+pub(crate) mod changes;
 mod commit;
 mod compact;
 pub mod keys;
@@ -44,6 +45,7 @@ use crate::quota::{self, Alarm, DEFAULT_QUOTA_BYTES};
 use crate::txn::{Durability, TxnRead, WriteTxn};
 use crate::{Db, Options, ReadTxn, Table};
 
+pub use changes::{Event, EventKind};
 pub use keys::prefix_end;
 pub use read::RangeEnd;
 pub use record::KeyValue;
@@ -204,6 +206,8 @@ struct Inner {
     /// of the same commit skip the catalog and meta lookups.
     snapshot_cache: Mutex<Option<(u64, Tables, Revisions)>>,
     streams: crate::stream::StreamMetrics,
+    /// The change feed watchers read.
+    pub(crate) feed: changes::Feed,
     /// The raised alarms with their details (what the `alarm` table holds).
     alarms: Mutex<Vec<(Alarm, u64)>>,
     /// The background syncer of batched mode, stopped and joined on drop.
@@ -335,6 +339,7 @@ impl Store {
                 snapshot_cache: Mutex::new(None),
                 streams: crate::stream::StreamMetrics::default(),
                 alarms: Mutex::new(alarms),
+                feed: changes::Feed::new(revs.current),
                 syncer: Mutex::new(None),
             }),
         };
@@ -416,6 +421,11 @@ impl Store {
     /// A snapshot for a stream (crate-internal).
     pub(crate) fn snapshot_for_stream(&self) -> Result<(ReadTxn, Option<Tables>, Revisions)> {
         self.snapshot()
+    }
+
+    /// The change feed (for watchers).
+    pub(crate) fn feed(&self) -> &changes::Feed {
+        &self.inner.feed
     }
 
     /// Counters of this store's range streams.
@@ -651,6 +661,9 @@ impl Store {
         let mut w = self.inner.db.begin_write()?;
         let t = tables(&mut w)?;
         let mut applier = write::Applier::new(&mut w, t, *revs);
+        if self.inner.feed.recording() {
+            applier.events = Some(Vec::new());
+        }
         let mut results = Vec::with_capacity(jobs.len());
         for (req, _) in jobs {
             // A request's own error fails it alone when it came before any
@@ -663,11 +676,16 @@ impl Store {
             }
         }
         let new = applier.revs;
+        let events = applier.events.take().unwrap_or_default();
         if new.current != revs.current {
             w.insert(t.meta, META_CURRENT, &new.current.to_be_bytes())?;
         }
         let wrote = new.current != revs.current;
         w.commit()?;
+        if wrote {
+            // Under the revision lock, so the feed sees commits in order.
+            self.inner.feed.committed(revs.current, new.current, events);
+        }
         *revs = new;
         drop(revs);
         if wrote {

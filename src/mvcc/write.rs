@@ -4,6 +4,9 @@
 //! changes get sub revisions 0, 1, ... Several requests may be applied in
 //! one storage transaction (group commit); each still gets its own revision.
 
+use std::sync::Arc;
+
+use super::changes::{Event, EventKind};
 use super::keys;
 use super::read::{self, RangeEnd};
 use super::record::{KeyValue, Record};
@@ -24,6 +27,9 @@ pub(crate) struct Applier<'w> {
     main: u64,
     sub: u32,
     record: Vec<u8>,
+    /// When set, every change is also kept as an event for the change feed
+    /// (only while someone watches), grouped by revision.
+    pub events: Option<Vec<(u64, Vec<Arc<Event>>)>>,
 }
 
 impl<'w> Applier<'w> {
@@ -35,6 +41,7 @@ impl<'w> Applier<'w> {
             main: 0,
             sub: 0,
             record: Vec::new(),
+            events: None,
         }
     }
 
@@ -190,6 +197,30 @@ impl<'w> Applier<'w> {
         log.extend_from_slice(key);
         self.w
             .insert(self.t.rev, &keys::rev_key(self.main, self.sub), &log)?;
+        if let Some(events) = &mut self.events {
+            let kv = if rec.tombstone {
+                KeyValue {
+                    key: key.to_vec(),
+                    mod_revision: self.main as i64,
+                    ..Default::default()
+                }
+            } else {
+                rec.to_kv(key, self.main, false)
+            };
+            let event = Arc::new(Event {
+                kind: if rec.tombstone {
+                    EventKind::Delete
+                } else {
+                    EventKind::Put
+                },
+                kv,
+                sub_revision: self.sub,
+            });
+            match events.last_mut() {
+                Some((rev, evs)) if *rev == self.main => evs.push(event),
+                _ => events.push((self.main, vec![event])),
+            }
+        }
         self.sub += 1;
         Ok(())
     }
