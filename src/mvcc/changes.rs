@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::keys::{self, split_rev_key};
 use super::read::{self, RangeEnd};
@@ -53,17 +53,19 @@ struct Ring {
     /// The ring holds every revision in `(start, end]`, none missing.
     start: u64,
     end: u64,
-    revisions: VecDeque<(u64, Arc<[Arc<Event>]>)>,
+    revisions: VecDeque<(u64, Box<[Arc<Event>]>)>,
     bytes: usize,
 }
 
 /// The in-memory tail of the change feed and the revision signal.
 pub(crate) struct Feed {
-    ring: Mutex<Ring>,
+    ring: RwLock<Ring>,
     /// The last committed revision, and a condition variable signalled when
     /// it advances.
     revision: Mutex<u64>,
     advanced: Condvar,
+    /// The same revision, readable without the lock.
+    current: AtomicU64,
     /// How many watchers exist: the ring is filled only while some do.
     pub watchers: AtomicUsize,
     /// Watchers reading from the revision log (behind the ring) right now.
@@ -81,7 +83,7 @@ fn event_bytes(e: &Event) -> usize {
 impl Feed {
     pub fn new(current: u64) -> Feed {
         Feed {
-            ring: Mutex::new(Ring {
+            ring: RwLock::new(Ring {
                 start: current,
                 end: current,
                 revisions: VecDeque::new(),
@@ -89,6 +91,7 @@ impl Feed {
             }),
             revision: Mutex::new(current),
             advanced: Condvar::new(),
+            current: AtomicU64::new(current),
             watchers: AtomicUsize::new(0),
             catching_up: AtomicUsize::new(0),
             delivered: AtomicU64::new(0),
@@ -106,7 +109,7 @@ impl Feed {
     /// recording): appends them and wakes every waiter.
     pub fn committed(&self, before: u64, after: u64, events: Vec<(u64, Vec<Arc<Event>>)>) {
         {
-            let mut ring = self.ring.lock();
+            let mut ring = self.ring.write();
             if ring.end != before || (events.is_empty() && after > before) {
                 // A gap (nobody was recording): start over after it.
                 ring.revisions.clear();
@@ -130,6 +133,7 @@ impl Feed {
         }
         let mut r = self.revision.lock();
         *r = (*r).max(after);
+        self.current.store(*r, Ordering::Release);
         drop(r);
         self.advanced.notify_all();
     }
@@ -151,32 +155,35 @@ impl Feed {
         *r
     }
 
-    /// The events of revisions from `from` on that the ring holds, about
-    /// `max_events` of them (whole revisions), and the last revision they
-    /// cover; None if the ring no longer (or not yet) holds `from`.
-    pub fn from_ring(&self, from: u64, max_events: usize) -> Option<(Vec<Arc<[Arc<Event>]>>, u64)> {
-        let ring = self.ring.lock();
+    /// Visits the events of revisions from `from` on that the ring holds,
+    /// about `max_events` of them (whole revisions), and returns the last
+    /// revision visited; None if the ring no longer (or not yet) holds
+    /// `from`. The ring stays read-locked during the visit: keep it short.
+    pub fn visit_ring(
+        &self,
+        from: u64,
+        max_events: usize,
+        mut visit: impl FnMut(&Arc<Event>),
+    ) -> Option<u64> {
+        let ring = self.ring.read();
         if from <= ring.start || from > ring.end + 1 {
             return None;
         }
         let first = ring.revisions.partition_point(|(rev, _)| *rev < from);
-        let mut out = Vec::new();
         let mut n = 0;
-        let mut last = ring.end;
         for (rev, evs) in ring.revisions.range(first..) {
             if n >= max_events {
-                last = rev - 1;
-                break;
+                return Some(rev - 1);
             }
             n += evs.len();
-            out.push(Arc::clone(evs));
+            evs.iter().for_each(&mut visit);
         }
-        Some((out, last))
+        Some(ring.end)
     }
 
     /// The last revision the signal announced.
     pub fn revision(&self) -> u64 {
-        *self.revision.lock()
+        self.current.load(Ordering::Acquire)
     }
 }
 

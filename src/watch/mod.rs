@@ -204,6 +204,26 @@ impl Store {
         })
     }
 
+    /// Waits until the store's revision is past `revision` or `timeout`
+    /// passes, and returns the revision. For serving many watchers from one
+    /// thread: wait once, then [`Watcher::try_recv`] each, instead of a
+    /// thread blocked in [`Watcher::recv`] per watcher.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # use revkv::mvcc::{Store, StoreOptions};
+    /// # use std::time::Duration;
+    /// let store = Store::open(dir.path().join("kv.db"), StoreOptions::new())?;
+    /// assert_eq!(store.wait_revision_past(1, Duration::from_millis(1)), 1);
+    /// store.put(b"k", b"v")?;
+    /// assert_eq!(store.wait_revision_past(1, Duration::from_millis(1)), 2);
+    /// # Ok::<(), revkv::Error>(())
+    /// ```
+    pub fn wait_revision_past(&self, revision: i64, timeout: Duration) -> i64 {
+        self.feed()
+            .wait_past(revision.max(0) as u64, Some(Instant::now() + timeout)) as i64
+    }
+
     /// Counters of this store's watchers.
     pub fn watch_metrics(&self) -> WatchMetrics {
         let f = &self.feed();
@@ -285,20 +305,84 @@ impl Watcher {
         }
     }
 
+    /// Like [`try_recv`](Self::try_recv), but hands each available event
+    /// to `visit` by reference instead of collecting them: no allocation
+    /// and no reference counting per event, for a server that encodes
+    /// events straight into its connection. Returns how many were visited
+    /// (0 when none are available yet).
+    pub fn try_visit(&mut self, mut visit: impl FnMut(&Event, Option<&KeyValue>)) -> Result<usize> {
+        if self.opts.prev_kv || self.failed {
+            // The previous key-values need reads of their own.
+            let Some(r) = self.try_recv()? else {
+                return Ok(0);
+            };
+            for e in &r.events {
+                visit(&e.event, e.prev_kv.as_ref());
+            }
+            return Ok(r.events.len());
+        }
+        let mut n = 0;
+        let last = {
+            let this = &*self;
+            this.store
+                .feed()
+                .visit_ring(this.next, this.opts.max_events, |e| {
+                    if this.keeps(e) {
+                        n += 1;
+                        visit(e, None);
+                    }
+                })
+        };
+        let Some(last) = last else {
+            // Behind the feed: the log is read into a response.
+            let Some(r) = self.try_recv()? else {
+                return Ok(0);
+            };
+            for e in &r.events {
+                visit(&e.event, None);
+            }
+            return Ok(r.events.len());
+        };
+        self.set_catching_up(false);
+        if last >= self.next {
+            self.next = last + 1;
+        }
+        if n > 0 {
+            self.store
+                .feed()
+                .delivered
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.last_response = Instant::now();
+        }
+        Ok(n)
+    }
+
+    fn keeps(&self, e: &Event) -> bool {
+        let wanted = match e.kind {
+            EventKind::Put => !self.opts.no_put,
+            EventKind::Delete => !self.opts.no_delete,
+        };
+        wanted && self.end.contains(&self.key, &e.kv.key)
+    }
+
     fn poll(&mut self) -> Result<Option<WatchResponse>> {
-        let store = self.store.clone();
-        let feed = store.feed();
         let max = self.opts.max_events;
-        let (events, last): (Vec<Arc<Event>>, u64) = match feed.from_ring(self.next, max) {
-            Some((revisions, last)) => {
+        let mut events: Vec<WatchEvent> = Vec::new();
+        let from_ring = {
+            let this = &*self;
+            this.store.feed().visit_ring(this.next, max, |e| {
+                if this.keeps(e) {
+                    events.push(WatchEvent {
+                        event: Arc::clone(e),
+                        prev_kv: None,
+                    });
+                }
+            })
+        };
+        let last = match from_ring {
+            Some(last) => {
                 self.set_catching_up(false);
-                let events = revisions
-                    .iter()
-                    .flat_map(|evs| evs.iter())
-                    .filter(|e| self.end.contains(&self.key, &e.kv.key))
-                    .cloned()
-                    .collect();
-                (events, last)
+                last
             }
             None => {
                 // Behind the feed (or before it): read the revision log.
@@ -314,44 +398,43 @@ impl Watcher {
                 }
                 let Some(t) = t else { return Ok(None) };
                 self.set_catching_up(true);
+                let feed = self.store.feed();
                 feed.catchup_reads.fetch_add(1, Ordering::Relaxed);
-                changes::read_log(&r, t, self.next, revs.current, &self.key, &self.end, max)?
+                let (read, last) =
+                    changes::read_log(&r, t, self.next, revs.current, &self.key, &self.end, max)?;
+                events.extend(
+                    read.into_iter()
+                        .filter(|e| self.keeps(e))
+                        .map(|event| WatchEvent {
+                            event,
+                            prev_kv: None,
+                        }),
+                );
+                last
             }
         };
         if last < self.next {
             return Ok(None);
         }
         self.next = last + 1;
-        let events: Vec<Arc<Event>> = events
-            .into_iter()
-            .filter(|e| match e.kind {
-                EventKind::Put => !self.opts.no_put,
-                EventKind::Delete => !self.opts.no_delete,
-            })
-            .collect();
         if events.is_empty() {
             return Ok(None);
         }
-        let prev = if self.opts.prev_kv {
+        if self.opts.prev_kv {
             let (r, t, _) = self.store.snapshot_for_stream()?;
             let t = t.ok_or_else(|| Error::CorruptFile("watched store has no tables".into()))?;
-            events
-                .iter()
-                .map(|e| changes::prev_kv(&r, t, &e.kv.key, e.kv.mod_revision as u64))
-                .collect::<Result<Vec<_>>>()?
-        } else {
-            vec![None; events.len()]
-        };
+            for e in &mut events {
+                let kv = &e.event.kv;
+                e.prev_kv = changes::prev_kv(&r, t, &kv.key, kv.mod_revision as u64)?;
+            }
+        }
+        let feed = self.store.feed();
         feed.delivered
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         self.last_response = Instant::now();
         Ok(Some(WatchResponse {
             revision: feed.revision().max(last) as i64,
-            events: events
-                .into_iter()
-                .zip(prev)
-                .map(|(event, prev_kv)| WatchEvent { event, prev_kv })
-                .collect(),
+            events,
             progress: false,
         }))
     }

@@ -182,6 +182,95 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
                 .num("first_chunk_warm_median_s", warm[warm.len() / 2])
                 .num("chunks", chunks);
         }
+        "watch" => {
+            // WATCHERS watchers on a prefix (one thread each, blocked in
+            // recv) while one writer puts PUTS 1 KiB values under it as
+            // fast as it can; the same puts first with no watcher. Reports
+            // both writer rates and the commit-to-delivery delay.
+            let (watchers, puts) = (arg(0, 1000) as usize, arg(1, 20_000));
+            let prefix = b"/registry/watched/".to_vec();
+            let value = vec![7u8; 1024];
+            let run_writer = |round: u64, stamps: &[std::sync::atomic::AtomicU64], base: i64, origin: Instant| -> revkv::Result<f64> {
+                let t = Instant::now();
+                for i in 0..puts {
+                    // The same 5000 keys every round: each round after the
+                    // first overwrites, so the rounds do equal work.
+                    let _ = round;
+                    let k = format!("/registry/watched/{:06}", i % 5000);
+                    let rev = store.put(k.as_bytes(), &value)?.header.revision;
+                    if let Some(s) = stamps.get((rev - base) as usize) {
+                        s.store(origin.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                Ok(t.elapsed().as_secs_f64())
+            };
+            let origin = Instant::now();
+            let none: Vec<std::sync::atomic::AtomicU64> = Vec::new();
+            run_writer(0, &none, 0, origin)?; // creates the keys
+            let alone_s = run_writer(1, &none, 0, origin)?;
+            let base = store.current_revision()? + 1;
+            let stamps: std::sync::Arc<Vec<std::sync::atomic::AtomicU64>> =
+                std::sync::Arc::new((0..puts).map(|_| std::sync::atomic::AtomicU64::new(0)).collect());
+            let end = revkv::mvcc::prefix_end(&prefix);
+            // The watchers are served by THREADS threads (default 2, one per core here), each
+            // waiting once for the revision to move and then pulling from
+            // each of its watchers, as a server multiplexes streams.
+            let threads = (arg(2, 2) as usize).clamp(1, watchers.max(1));
+            let mut groups: Vec<Vec<(usize, revkv::watch::Watcher)>> = (0..threads).map(|_| Vec::new()).collect();
+            for w in 0..watchers {
+                let watcher = store.watch(&prefix, &end, revkv::watch::WatchOptions::new().start_revision(base))?;
+                groups[w % threads].push((w, watcher));
+            }
+            let handles: Vec<_> = groups
+                .into_iter()
+                .map(|mut group| {
+                    let stamps = stamps.clone();
+                    let store = store.clone();
+                    std::thread::spawn(move || -> revkv::Result<Vec<u64>> {
+                        let mut delays = Vec::new();
+                        let mut seen = vec![0u64; group.len()];
+                        let mut seen_rev = base - 1;
+                        while seen.iter().any(|&s| s < puts) {
+                            seen_rev = store.wait_revision_past(seen_rev, std::time::Duration::from_millis(100));
+                            for (i, (w, watcher)) in group.iter_mut().enumerate() {
+                                let now = origin.elapsed().as_nanos() as u64;
+                                let count = &mut seen[i];
+                                // Events by reference, as a server encoding
+                                // them into its connections would take them.
+                                while watcher.try_visit(|e, _| {
+                                    *count += 1;
+                                    // Sample every 10th event of every 10th watcher.
+                                    if *w % 10 == 0 && *count % 10 == 0 {
+                                        let at = stamps[(e.kv.mod_revision - base) as usize]
+                                            .load(std::sync::atomic::Ordering::Relaxed);
+                                        if at > 0 {
+                                            delays.push(now.saturating_sub(at));
+                                        }
+                                    }
+                                })? > 0
+                                {}
+                            }
+                        }
+                        Ok(delays)
+                    })
+                })
+                .collect();
+            let with_s = run_writer(2, &stamps, base, origin)?;
+            let mut delays = Vec::new();
+            for h in handles {
+                delays.extend(h.join().expect("a watcher thread")?);
+            }
+            delays.sort_unstable();
+            let pct = |p: f64| delays.get(((delays.len() as f64 * p) as usize).min(delays.len().saturating_sub(1))).map_or(0.0, |&d| d as f64 / 1e9);
+            line.num("watchers", watchers)
+                .num("threads", threads)
+                .num("puts", puts)
+                .num("writer_alone_puts_per_s", puts as f64 / alone_s)
+                .num("writer_watched_puts_per_s", puts as f64 / with_s)
+                .num("delay_p50_s", pct(0.5))
+                .num("delay_p99_s", pct(0.99))
+                .num("delay_samples", delays.len());
+        }
         "streams" => {
             // N concurrent full streams (ten by default), one thread each.
             let n = arg(0, 10) as usize;
