@@ -183,8 +183,8 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
                 .num("chunks", chunks);
         }
         "watch" => {
-            // WATCHERS watchers on a prefix (one thread each, blocked in
-            // recv) while one writer puts PUTS 1 KiB values under it as
+            // `watch WATCHERS PUTS THREADS PACE_MS`: WATCHERS watchers on a
+            // prefix while one writer puts PUTS 1 KiB values under it as
             // fast as it can; the same puts first with no watcher. Reports
             // both writer rates and the commit-to-delivery delay.
             let (watchers, puts) = (arg(0, 1000) as usize, arg(1, 20_000));
@@ -216,6 +216,7 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             // waiting once for the revision to move and then pulling from
             // each of its watchers, as a server multiplexes streams.
             let threads = (arg(2, 2) as usize).clamp(1, watchers.max(1));
+            let pace = std::time::Duration::from_millis(arg(3, 0));
             let mut groups: Vec<Vec<(usize, revkv::watch::Watcher)>> = (0..threads).map(|_| Vec::new()).collect();
             for w in 0..watchers {
                 let watcher = store.watch(&prefix, &end, revkv::watch::WatchOptions::new().start_revision(base))?;
@@ -230,7 +231,14 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
                         let mut delays = Vec::new();
                         let mut seen = vec![0u64; group.len()];
                         let mut seen_rev = base - 1;
+                        let mut cycle = Instant::now();
                         while seen.iter().any(|&s| s < puts) {
+                            // Optionally at most one pass per PACE_MS: fewer,
+                            // larger deliveries, as a server batches sends.
+                            if let Some(rest) = pace.checked_sub(cycle.elapsed()) {
+                                std::thread::sleep(rest);
+                            }
+                            cycle = Instant::now();
                             seen_rev = store.wait_revision_past(seen_rev, std::time::Duration::from_millis(100));
                             for (i, (w, watcher)) in group.iter_mut().enumerate() {
                                 let now = origin.elapsed().as_nanos() as u64;
@@ -264,6 +272,7 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             let pct = |p: f64| delays.get(((delays.len() as f64 * p) as usize).min(delays.len().saturating_sub(1))).map_or(0.0, |&d| d as f64 / 1e9);
             line.num("watchers", watchers)
                 .num("threads", threads)
+                .num("pace_ms", pace.as_millis())
                 .num("puts", puts)
                 .num("writer_alone_puts_per_s", puts as f64 / alone_s)
                 .num("writer_watched_puts_per_s", puts as f64 / with_s)
