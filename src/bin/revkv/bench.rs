@@ -398,6 +398,32 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             let s = store.db().stats();
             line.num("size_before_compact", s.file_size)
                 .num("in_use_before_compact", s.bytes_in_use);
+            // A prober does a random point get and a small put, in turn, for
+            // the rest of the phase, recording each latency by stage: 0 idle
+            // (two seconds before compaction), 1 compaction, 2 defrag.
+            let stage = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let prober = {
+                let (store, stage, stop) = (store.clone(), stage.clone(), stop.clone());
+                std::thread::spawn(move || -> revkv::Result<Vec<[Vec<u64>; 2]>> {
+                    let mut lat: Vec<[Vec<u64>; 2]> = (0..3).map(|_| [Vec::new(), Vec::new()]).collect();
+                    let mut rng = Rng::new(11);
+                    let mut i = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let st = stage.load(std::sync::atomic::Ordering::Relaxed);
+                        let t = Instant::now();
+                        store.range(&key(rng.below(n)), b"", &RangeOptions::default())?;
+                        lat[st][0].push(t.elapsed().as_nanos() as u64);
+                        let t = Instant::now();
+                        store.put(format!("/probe/{:04}", i % 1000).as_bytes(), b"probe")?;
+                        lat[st][1].push(t.elapsed().as_nanos() as u64);
+                        i += 1;
+                    }
+                    Ok(lat)
+                })
+            };
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            stage.store(1, std::sync::atomic::Ordering::Relaxed);
             let t1 = Instant::now();
             store.compact(store.current_revision()?)?;
             store.sync()?;
@@ -405,9 +431,22 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             let s = store.db().stats();
             line.num("size_after_compact", s.file_size)
                 .num("in_use_after_compact", s.bytes_in_use);
+            stage.store(2, std::sync::atomic::Ordering::Relaxed);
             let t2 = Instant::now();
-            store.db().defrag()?;
-            line.num("defrag_s", t2.elapsed().as_secs_f64());
+            let report = store.db().defrag()?;
+            line.num("defrag_s", t2.elapsed().as_secs_f64())
+                .num("defrag_longest_batch_s", report.longest_batch.as_secs_f64());
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let lat = prober.join().expect("the prober thread")?;
+            for (st, name) in ["idle", "compact", "defrag"].iter().enumerate() {
+                for (op, opname) in ["get", "put"].iter().enumerate() {
+                    let mut v = lat[st][op].clone();
+                    v.sort_unstable();
+                    let p99 = v.get(v.len() * 99 / 100).copied().unwrap_or(0);
+                    line.num(&format!("{opname}_p99_{name}_s"), p99 as f64 / 1e9)
+                        .num(&format!("{opname}_n_{name}"), v.len());
+                }
+            }
             let s = store.db().stats();
             line.num("size_after_defrag", s.file_size)
                 .num("in_use_after_defrag", s.bytes_in_use);
