@@ -142,7 +142,7 @@ impl Db {
                     // Each batch is durable, so the pages it frees can take the
                     // next batch's pages (unsynced frees are not reusable), and
                     // the tail is emptied instead of pushed further out.
-                    let mut w = self.begin_write()?;
+                    let mut w = self.begin_write_yielding()?;
                     w.set_durability(crate::Durability::Immediate);
                     let (done, moved) = w.relocate_tail(limit, &mut pos, opts.batch_pages)?;
                     w.commit()?;

@@ -759,7 +759,7 @@ impl Store {
     /// Runs the physical compaction up to the scheduled revision, if any.
     fn finish_compaction(&self) -> Result<()> {
         loop {
-            let mut w = self.inner.db.begin_write()?;
+            let mut w = self.inner.db.begin_write_yielding()?;
             let t = tables(&mut w)?;
             let Some(target) = read_u64(&w, t.meta, META_SCHEDULED)? else {
                 return Ok(());

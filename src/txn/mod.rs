@@ -430,6 +430,12 @@ impl Db {
         WriteTxn::begin(&self.shared)
     }
 
+    /// Like [`Db::begin_write`], but first lets any writer already waiting
+    /// go ahead (see `WriteTxn::begin_yielding`).
+    pub(crate) fn begin_write_yielding(&self) -> Result<WriteTxn> {
+        WriteTxn::begin_yielding(&self.shared)
+    }
+
     /// Space and activity figures. Never waits for the writer.
     pub fn stats(&self) -> Stats {
         let state = self.shared.state.lock();

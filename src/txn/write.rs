@@ -120,10 +120,26 @@ pub(crate) struct RelocatePosition {
 
 impl WriteTxn {
     pub(crate) fn begin(shared: &Arc<Shared>) -> Result<WriteTxn> {
+        Self::begin_with(shared, false)
+    }
+
+    /// Begins after handing the writer lock to any thread already waiting
+    /// for it (fairly), then taking it back: for background work done in a
+    /// series of batches (compaction, defragmentation), so a foreground
+    /// write waits for at most the batch in progress instead of being
+    /// overtaken by the next one.
+    pub(crate) fn begin_yielding(shared: &Arc<Shared>) -> Result<WriteTxn> {
+        Self::begin_with(shared, true)
+    }
+
+    fn begin_with(shared: &Arc<Shared>, yield_first: bool) -> Result<WriteTxn> {
         if shared.read_only {
             return Err(Error::ReadOnly);
         }
         let mut writer = shared.writer.lock_arc();
+        if yield_first {
+            ArcMutexGuard::bump(&mut writer);
+        }
         if let Some(why) = &writer.poisoned {
             return Err(Error::Poisoned(why.clone()));
         }
