@@ -1,0 +1,302 @@
+//! The etcdctl-style commands: put, get, del, compaction, defrag, status,
+//! alarm, check. `-w json` prints what etcdctl 3.x prints (keys and values
+//! in base64, zero fields omitted); `-w simple` prints what etcdctl prints.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use base64::Engine as _;
+use revkv::mvcc::{prefix_end, KeyValue, RangeOptions, ResponseHeader, Store, StoreOptions};
+use revkv::Options;
+
+/// Output format, etcdctl's `-w`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Simple,
+    Json,
+}
+
+/// Which keys a get or del covers.
+pub struct KeyRange {
+    pub key: String,
+    pub range_end: Option<String>,
+    pub prefix: bool,
+    pub from_key: bool,
+}
+
+impl KeyRange {
+    fn end(&self) -> Vec<u8> {
+        if self.prefix {
+            prefix_end(self.key.as_bytes())
+        } else if self.from_key {
+            vec![0]
+        } else {
+            self.range_end.clone().unwrap_or_default().into_bytes()
+        }
+    }
+}
+
+/// Opens an existing store (never creates one for these commands).
+pub fn open(db: &Path, quota: Option<u64>, read_only: bool) -> revkv::Result<Store> {
+    if !db.exists() {
+        return Err(revkv::Error::InvalidOption(format!(
+            "database file {} does not exist",
+            db.display()
+        )));
+    }
+    let d = Options::new().create(false).read_only(read_only).open(db)?;
+    let mut opts = StoreOptions::new().read_only(read_only);
+    if let Some(q) = quota {
+        opts = if q == 0 {
+            opts.no_quota()
+        } else {
+            opts.quota_bytes(q)
+        };
+    }
+    Store::with_db(d, opts)
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn header(h: ResponseHeader) -> String {
+    format!(
+        "\"header\":{{\"cluster_id\":0,\"member_id\":0,\"revision\":{},\"raft_term\":0}}",
+        h.revision
+    )
+}
+
+fn kv_json(kv: &KeyValue) -> String {
+    let mut s = format!("{{\"key\":\"{}\"", b64(&kv.key));
+    for (name, v) in [
+        ("create_revision", kv.create_revision),
+        ("mod_revision", kv.mod_revision),
+        ("version", kv.version),
+    ] {
+        if v != 0 {
+            let _ = write!(s, ",\"{name}\":{v}");
+        }
+    }
+    if !kv.value.is_empty() {
+        let _ = write!(s, ",\"value\":\"{}\"", b64(&kv.value));
+    }
+    if kv.lease != 0 {
+        let _ = write!(s, ",\"lease\":{}", kv.lease);
+    }
+    s.push('}');
+    s
+}
+
+fn kvs_json(name: &str, kvs: &[KeyValue]) -> String {
+    if kvs.is_empty() {
+        return String::new();
+    }
+    let items: Vec<String> = kvs.iter().map(kv_json).collect();
+    format!(",\"{name}\":[{}]", items.join(","))
+}
+
+fn print_simple_kvs(kvs: &[KeyValue]) {
+    for kv in kvs {
+        println!("{}", String::from_utf8_lossy(&kv.key));
+        if !kv.value.is_empty() {
+            println!("{}", String::from_utf8_lossy(&kv.value));
+        }
+    }
+}
+
+pub fn put(store: &Store, key: &str, value: &str, prev_kv: bool, w: Format) -> revkv::Result<()> {
+    let resp = store.put_with(revkv::mvcc::PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        lease: 0,
+        prev_kv,
+    })?;
+    match w {
+        Format::Simple => {
+            println!("OK");
+            if let Some(p) = &resp.prev_kv {
+                print_simple_kvs(std::slice::from_ref(p));
+            }
+        }
+        Format::Json => {
+            let prev = resp
+                .prev_kv
+                .as_ref()
+                .map(|p| format!(",\"prev_kv\":{}", kv_json(p)))
+                .unwrap_or_default();
+            println!("{{{}{prev}}}", header(resp.header));
+        }
+    }
+    Ok(())
+}
+
+pub fn get(store: &Store, r: &KeyRange, opts: RangeOptions, w: Format) -> revkv::Result<()> {
+    let resp = store.range(r.key.as_bytes(), &r.end(), &opts)?;
+    match w {
+        Format::Simple if opts.count_only => println!("{}", resp.count),
+        Format::Simple => print_simple_kvs(&resp.kvs),
+        Format::Json => {
+            let mut s = format!("{{{}{}", header(resp.header), kvs_json("kvs", &resp.kvs));
+            if resp.more {
+                s.push_str(",\"more\":true");
+            }
+            if resp.count != 0 {
+                let _ = write!(s, ",\"count\":{}", resp.count);
+            }
+            s.push('}');
+            println!("{s}");
+        }
+    }
+    Ok(())
+}
+
+/// `get --stream`: one JSON object (or the simple lines) per chunk.
+pub fn get_stream(
+    store: &Store,
+    r: &KeyRange,
+    stream: revkv::stream::StreamOptions,
+    w: Format,
+) -> revkv::Result<()> {
+    for chunk in store.range_stream(r.key.as_bytes(), &r.end(), stream)? {
+        let chunk = chunk?;
+        let kvs = chunk.to_kvs();
+        match w {
+            Format::Simple => print_simple_kvs(&kvs),
+            Format::Json => println!(
+                "{{{}{},\"count\":{}}}",
+                header(ResponseHeader {
+                    revision: chunk.revision
+                }),
+                kvs_json("kvs", &kvs),
+                kvs.len()
+            ),
+        }
+    }
+    Ok(())
+}
+
+pub fn del(store: &Store, r: &KeyRange, prev_kv: bool, w: Format) -> revkv::Result<()> {
+    let resp = store.delete_range(r.key.as_bytes(), &r.end(), prev_kv)?;
+    match w {
+        Format::Simple => {
+            println!("{}", resp.deleted);
+            print_simple_kvs(&resp.prev_kvs);
+        }
+        Format::Json => {
+            let mut s = format!("{{{}", header(resp.header));
+            if resp.deleted != 0 {
+                let _ = write!(s, ",\"deleted\":{}", resp.deleted);
+            }
+            s.push_str(&kvs_json("prev_kvs", &resp.prev_kvs));
+            s.push('}');
+            println!("{s}");
+        }
+    }
+    Ok(())
+}
+
+pub fn compaction(store: &Store, rev: i64, w: Format) -> revkv::Result<()> {
+    let h = store.compact(rev)?;
+    match w {
+        Format::Simple => println!("compacted revision {rev}"),
+        Format::Json => println!("{{{}}}", header(h)),
+    }
+    Ok(())
+}
+
+pub fn defrag(store: &Store, w: Format) -> revkv::Result<()> {
+    let before = store.db().stats();
+    let report = store.db().defrag()?;
+    let after = store.db().stats();
+    match w {
+        Format::Simple => println!(
+            "Finished defragmenting: file {} -> {} bytes, {} pages moved in {} batches (longest {:.1?})",
+            before.file_size, after.file_size, report.pages_moved, report.batches, report.longest_batch
+        ),
+        Format::Json => println!(
+            "{{\"file_size_before\":{},\"file_size_after\":{},\"pages_moved\":{},\"batches\":{},\"longest_batch_s\":{}}}",
+            before.file_size,
+            after.file_size,
+            report.pages_moved,
+            report.batches,
+            report.longest_batch.as_secs_f64()
+        ),
+    }
+    Ok(())
+}
+
+pub fn status(store: &Store, w: Format) -> revkv::Result<()> {
+    let s = store.status()?;
+    let keys = store
+        .range(
+            b"\0",
+            b"\0",
+            &RangeOptions {
+                count_only: true,
+                ..Default::default()
+            },
+        )?
+        .count;
+    let alarms: Vec<&str> = s.alarms.iter().map(|a| a.name()).collect();
+    match w {
+        Format::Simple => {
+            println!("revision:            {}", s.revision);
+            println!("compacted revision:  {}", s.compacted_revision);
+            println!("keys:                {keys}");
+            println!("file size:           {}", s.file_size);
+            println!("db size:             {}", s.db_size);
+            println!("db size in use:      {}", s.db_size_in_use);
+            match s.quota {
+                Some(q) => println!("quota:               {q}"),
+                None => println!("quota:               none"),
+            }
+            println!("alarms:              {}", alarms.join(", "));
+        }
+        Format::Json => println!(
+            "{{\"revision\":{},\"compact_revision\":{},\"keys\":{keys},\"file_size\":{},\"dbSize\":{},\"dbSizeInUse\":{},\"quota\":{},\"alarms\":[{}]}}",
+            s.revision,
+            s.compacted_revision,
+            s.file_size,
+            s.db_size,
+            s.db_size_in_use,
+            s.quota.map_or("null".to_string(), |q| q.to_string()),
+            alarms.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(",")
+        ),
+    }
+    Ok(())
+}
+
+pub fn alarm_list(store: &Store) {
+    for a in store.alarms() {
+        println!("memberID:0 alarm:{a}");
+    }
+}
+
+pub fn alarm_disarm(store: &Store) -> revkv::Result<()> {
+    for a in store.alarms() {
+        store.disarm(a)?;
+        println!("memberID:0 alarm:{a}");
+    }
+    Ok(())
+}
+
+/// Full check; an error (with the page and the problem) exits non-zero.
+pub fn check(store: &Store) -> revkv::Result<()> {
+    let versions = store.check()?;
+    let report = store.db().check()?;
+    println!(
+        "OK: {} versions; {} pages reachable, {} free, {} allocated; tables {}",
+        versions,
+        report.reachable_pages,
+        report.free_pages,
+        report.allocated_pages,
+        report
+            .tables
+            .iter()
+            .map(|(n, c)| format!("{n}={c}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(())
+}
