@@ -1,7 +1,9 @@
 //! The read-only memory mapping of the database file, with address space
 //! reserved ahead of the file so that growth rarely needs a new mapping.
 //!
-//! This module and `unwritten` hold all of the crate's `unsafe` code.
+//! This module and `unwritten` hold all of the crate's `unsafe` code (the
+//! writer in `txn` calls `unwritten`'s two unsafe functions, under the
+//! release rule their contracts name).
 //!
 //! Why reserve: bbolt remaps the file as it grows and must stop every reader
 //! while it does. revkv maps far more address space than the file holds

@@ -138,6 +138,7 @@ mod tests {
         assert_eq!(pages.get(3).unwrap(), &[2u8; 32][..]);
         // SAFETY: no slice for id 3 is in use.
         assert!(unsafe { pages.remove_if(3, |b| b[0] == 9) }.is_none());
+        // SAFETY: as above; this call removes the entry.
         assert!(unsafe { pages.remove_if(3, |b| b[0] == 2) }.is_some());
         assert!(pages.get(3).is_none());
         assert_eq!(pages.bytes(), 190 * 8);
