@@ -60,12 +60,12 @@ struct Ring {
 /// The in-memory tail of the change feed and the revision signal.
 pub(crate) struct Feed {
     ring: RwLock<Ring>,
-    /// The last committed revision, and a condition variable signalled when
-    /// it advances.
-    revision: Mutex<u64>,
-    advanced: Condvar,
-    /// The same revision, readable without the lock.
+    /// The last committed revision, readable without a lock.
     current: AtomicU64,
+    /// Paired with `advanced`: held while the revision is stored and while a
+    /// waiter checks it, so no wake-up is lost.
+    signal: Mutex<()>,
+    advanced: Condvar,
     /// How many watchers exist: the ring is filled only while some do.
     pub watchers: AtomicUsize,
     /// Watchers reading from the revision log (behind the ring) right now.
@@ -89,9 +89,9 @@ impl Feed {
                 revisions: VecDeque::new(),
                 bytes: 0,
             }),
-            revision: Mutex::new(current),
-            advanced: Condvar::new(),
             current: AtomicU64::new(current),
+            signal: Mutex::new(()),
+            advanced: Condvar::new(),
             watchers: AtomicUsize::new(0),
             catching_up: AtomicUsize::new(0),
             delivered: AtomicU64::new(0),
@@ -131,28 +131,27 @@ impl Feed {
                 }
             }
         }
-        let mut r = self.revision.lock();
-        *r = (*r).max(after);
-        self.current.store(*r, Ordering::Release);
-        drop(r);
+        let guard = self.signal.lock();
+        self.current.fetch_max(after, Ordering::Release);
+        drop(guard);
         self.advanced.notify_all();
     }
 
     /// Waits until the revision is past `seen` or `deadline` passes; returns
     /// the revision.
     pub fn wait_past(&self, seen: u64, deadline: Option<Instant>) -> u64 {
-        let mut r = self.revision.lock();
-        while *r <= seen {
+        let mut guard = self.signal.lock();
+        while self.revision() <= seen {
             match deadline {
                 Some(d) => {
-                    if self.advanced.wait_until(&mut r, d).timed_out() {
+                    if self.advanced.wait_until(&mut guard, d).timed_out() {
                         break;
                     }
                 }
-                None => self.advanced.wait(&mut r),
+                None => self.advanced.wait(&mut guard),
             }
         }
-        *r
+        self.revision()
     }
 
     /// Visits the events of revisions from `from` on that the ring holds,

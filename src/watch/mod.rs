@@ -311,50 +311,28 @@ impl Watcher {
     /// events straight into its connection. Returns how many were visited
     /// (0 when none are available yet).
     pub fn try_visit(&mut self, mut visit: impl FnMut(&Event, Option<&KeyValue>)) -> Result<usize> {
-        if self.opts.prev_kv || self.failed {
-            // The previous key-values need reads of their own.
-            let Some(r) = self.try_recv()? else {
-                return Ok(0);
-            };
-            for e in &r.events {
-                visit(&e.event, e.prev_kv.as_ref());
-            }
-            return Ok(r.events.len());
-        }
-        let mut n = 0;
-        let last = {
-            let this = &*self;
-            this.store
-                .feed()
-                .visit_ring(this.next, this.opts.max_events, |e| {
-                    if this.keeps(e) {
-                        n += 1;
-                        visit(e, None);
-                    }
+        if !self.opts.prev_kv && !self.failed {
+            let mut n = 0;
+            if self
+                .step_ring(|e| {
+                    n += 1;
+                    visit(e, None);
                 })
-        };
-        let Some(last) = last else {
-            // Behind the feed: the log is read into a response.
-            let Some(r) = self.try_recv()? else {
-                return Ok(0);
-            };
-            for e in &r.events {
-                visit(&e.event, None);
+                .is_some()
+            {
+                self.delivered(n);
+                return Ok(n);
             }
-            return Ok(r.events.len());
+        }
+        // Behind the feed, or previous key-values wanted (reads of their
+        // own): through a response.
+        let Some(r) = self.try_recv()? else {
+            return Ok(0);
         };
-        self.set_catching_up(false);
-        if last >= self.next {
-            self.next = last + 1;
+        for e in &r.events {
+            visit(&e.event, e.prev_kv.as_ref());
         }
-        if n > 0 {
-            self.store
-                .feed()
-                .delivered
-                .fetch_add(n as u64, Ordering::Relaxed);
-            self.last_response = Instant::now();
-        }
-        Ok(n)
+        Ok(r.events.len())
     }
 
     fn keeps(&self, e: &Event) -> bool {
@@ -365,58 +343,76 @@ impl Watcher {
         wanted && self.end.contains(&self.key, &e.kv.key)
     }
 
-    fn poll(&mut self) -> Result<Option<WatchResponse>> {
-        let max = self.opts.max_events;
-        let mut events: Vec<WatchEvent> = Vec::new();
-        let from_ring = {
+    /// Hands `visit` the ring's events this watcher keeps, from its next
+    /// revision on, and moves past them; None if the ring does not hold its
+    /// next revision (it is behind, and must read the log).
+    fn step_ring(&mut self, mut visit: impl FnMut(&Arc<Event>)) -> Option<()> {
+        let last = {
             let this = &*self;
-            this.store.feed().visit_ring(this.next, max, |e| {
+            let feed = this.store.feed();
+            feed.visit_ring(this.next, this.opts.max_events, |e| {
                 if this.keeps(e) {
-                    events.push(WatchEvent {
-                        event: Arc::clone(e),
-                        prev_kv: None,
-                    });
+                    visit(e);
                 }
-            })
+            })?
         };
-        let last = match from_ring {
-            Some(last) => {
-                self.set_catching_up(false);
-                last
-            }
-            None => {
-                // Behind the feed (or before it): read the revision log.
-                let (r, t, revs) = self.store.snapshot_for_stream()?;
-                if self.next > revs.current {
-                    return Ok(None);
-                }
-                if self.next < revs.compacted {
-                    return Err(Error::Compacted {
-                        requested: self.next as i64,
-                        compacted: revs.compacted as i64,
-                    });
-                }
-                let Some(t) = t else { return Ok(None) };
-                self.set_catching_up(true);
-                let feed = self.store.feed();
-                feed.catchup_reads.fetch_add(1, Ordering::Relaxed);
-                let (read, last) =
-                    changes::read_log(&r, t, self.next, revs.current, &self.key, &self.end, max)?;
-                events.extend(
-                    read.into_iter()
-                        .filter(|e| self.keeps(e))
-                        .map(|event| WatchEvent {
-                            event,
-                            prev_kv: None,
-                        }),
-                );
-                last
-            }
-        };
-        if last < self.next {
-            return Ok(None);
+        self.set_catching_up(false);
+        self.next = self.next.max(last + 1);
+        Some(())
+    }
+
+    /// Counts `n` delivered events.
+    fn delivered(&mut self, n: usize) {
+        if n > 0 {
+            self.store
+                .feed()
+                .delivered
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.last_response = Instant::now();
         }
-        self.next = last + 1;
+    }
+
+    fn poll(&mut self) -> Result<Option<WatchResponse>> {
+        let mut events: Vec<WatchEvent> = Vec::new();
+        let in_ring = self
+            .step_ring(|e| {
+                events.push(WatchEvent {
+                    event: Arc::clone(e),
+                    prev_kv: None,
+                })
+            })
+            .is_some();
+        if !in_ring {
+            // Behind the feed (or before it): read the revision log.
+            let (r, t, revs) = self.store.snapshot_for_stream()?;
+            if self.next > revs.current {
+                return Ok(None);
+            }
+            if self.next < revs.compacted {
+                return Err(Error::Compacted {
+                    requested: self.next as i64,
+                    compacted: revs.compacted as i64,
+                });
+            }
+            let Some(t) = t else { return Ok(None) };
+            self.set_catching_up(true);
+            self.store
+                .feed()
+                .catchup_reads
+                .fetch_add(1, Ordering::Relaxed);
+            let max = self.opts.max_events;
+            let (read, last) =
+                changes::read_log(&r, t, self.next, revs.current, &self.key, &self.end, max)?;
+            events.extend(
+                read.into_iter()
+                    .filter(|e| self.keeps(e))
+                    .map(|event| WatchEvent {
+                        event,
+                        prev_kv: None,
+                    }),
+            );
+            self.next = self.next.max(last + 1);
+        }
         if events.is_empty() {
             return Ok(None);
         }
@@ -428,12 +424,9 @@ impl Watcher {
                 e.prev_kv = changes::prev_kv(&r, t, &kv.key, kv.mod_revision as u64)?;
             }
         }
-        let feed = self.store.feed();
-        feed.delivered
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
-        self.last_response = Instant::now();
+        self.delivered(events.len());
         Ok(Some(WatchResponse {
-            revision: feed.revision().max(last) as i64,
+            revision: self.store.feed().revision().max(self.next - 1) as i64,
             events,
             progress: false,
         }))
