@@ -2,34 +2,13 @@
 //! with a counting allocator, not assumed. The first chunk costs the same
 //! however large the range is.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
-
 use revkv::mvcc::{prefix_end, PutRequest, RequestOp, Store, StoreOptions, TxnRequest};
 use revkv::stream::{StreamMode, StreamOptions};
 
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only
-// counts bytes on the side.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let now = LIVE.fetch_add(l.size() as isize, Ordering::Relaxed) + l.size() as isize;
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        // SAFETY: same layout contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: `p` was allocated by `alloc` above with layout `l`.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+mod alloc;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: alloc::Counting = alloc::Counting;
 
 fn fill(store: &Store, n: u32) {
     let value = vec![0x5a; 1024];
@@ -54,8 +33,7 @@ fn fill(store: &Store, n: u32) {
 /// Streams the whole prefix and returns (peak bytes allocated above the
 /// level before the stream opened, bytes streamed).
 fn stream_peak(store: &Store, opts: StreamOptions) -> (isize, usize) {
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
+    let base = alloc::start();
     let mut bytes = 0;
     for chunk in store
         .range_stream(b"/registry/pods/", &prefix_end(b"/registry/pods/"), opts)
@@ -63,7 +41,7 @@ fn stream_peak(store: &Store, opts: StreamOptions) -> (isize, usize) {
     {
         bytes += chunk.unwrap().bytes();
     }
-    (PEAK.load(Ordering::Relaxed) - base, bytes)
+    (alloc::peak_since(base), bytes)
 }
 
 #[test]
@@ -90,8 +68,7 @@ fn memory_is_one_chunk_whatever_the_range() {
         assert!(peak < bound, "{mode:?}: peak {peak} bytes, bound {bound}");
     }
     // The unary range of the same prefix materializes everything.
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
+    let base = alloc::start();
     let all = store
         .range(
             b"/registry/pods/",
@@ -99,7 +76,7 @@ fn memory_is_one_chunk_whatever_the_range() {
             &Default::default(),
         )
         .unwrap();
-    let unary_peak = PEAK.load(Ordering::Relaxed) - base;
+    let unary_peak = alloc::peak_since(base);
     assert_eq!(all.kvs.len(), 60_000);
     assert!(unary_peak > 60 << 20, "unary range peak {unary_peak}");
 }

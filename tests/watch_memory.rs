@@ -3,34 +3,13 @@
 //! than the feed keeps (measured with a counting allocator); then the
 //! watcher catches up from the revision log and sees every event once.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
-
 use revkv::mvcc::{prefix_end, EventKind, PutRequest, RequestOp, Store, StoreOptions, TxnRequest};
 use revkv::watch::WatchOptions;
 
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only
-// counts bytes on the side.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let now = LIVE.fetch_add(l.size() as isize, Ordering::Relaxed) + l.size() as isize;
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        // SAFETY: same layout contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: `p` was allocated by `alloc` above with layout `l`.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+mod alloc;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: alloc::Counting = alloc::Counting;
 
 #[test]
 fn a_stalled_watcher_costs_bounded_memory_and_catches_up() {
@@ -45,8 +24,7 @@ fn a_stalled_watcher_costs_bounded_memory_and_catches_up() {
             WatchOptions::new().max_events(500),
         )
         .unwrap();
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
+    let base = alloc::start();
     // 40,000 revisions of 1 KiB values: 40 MB of changes, five times what
     // the feed keeps, while the watcher reads nothing.
     let value = vec![0x42u8; 1024];
@@ -67,7 +45,7 @@ fn a_stalled_watcher_costs_bounded_memory_and_catches_up() {
         }
         i = end;
     }
-    let peak = PEAK.load(Ordering::Relaxed) - base;
+    let peak = alloc::peak_since(base);
     eprintln!(
         "peak allocated while the watcher stalled: {} KiB for {} KiB written",
         peak / 1024,

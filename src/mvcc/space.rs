@@ -155,7 +155,7 @@ impl Store {
             revision: revs.current as i64,
             compacted_revision: revs.compacted as i64,
             file_size: s.file_size,
-            db_size: s.allocated_pages * u64::from(s.page_size),
+            db_size: Quota::size_of(&s),
             db_size_in_use: s.bytes_in_use,
             quota: self.inner.opts.quota,
             alarms: self.alarms(),

@@ -19,7 +19,7 @@
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::txn::{Db, ReadTxn, TxnRead, WriteTxn};
+use crate::txn::{Db, ReadTxn, Stats, TxnRead, WriteTxn};
 
 /// etcd's default quota: 2 GiB.
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
@@ -72,7 +72,11 @@ pub(crate) struct Quota {
 impl Quota {
     /// The database's size as the quota counts it.
     pub fn size(db: &Db) -> u64 {
-        let s = db.stats();
+        Self::size_of(&db.stats())
+    }
+
+    /// The same, from stats already taken.
+    pub fn size_of(s: &Stats) -> u64 {
         s.allocated_pages * u64::from(s.page_size)
     }
 
