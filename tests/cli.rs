@@ -1,8 +1,11 @@
 //! The `revkv` command end to end (built with `--features cli`): etcdctl's
-//! JSON for put/get/del/compaction, errors in etcd's words with a non-zero
-//! exit, no database created by a read-only command, quota alarm listing.
+//! JSON for put/get/del/txn/compaction, errors in etcd's words with a
+//! non-zero exit, no database created by a read-only command, quota alarm
+//! listing and disarming, txn from standard input, snapshot save, check on a
+//! corrupted file, and the demo.
 
-use std::process::{Command, Output};
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
 
 fn revkv(db: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_revkv"))
@@ -103,4 +106,230 @@ fn etcdctl_style_commands() {
         stdout(&revkv(&db, &["alarm", "list"])),
         "memberID:0 alarm:NOSPACE\n"
     );
+}
+
+fn revkv_stdin(db: &std::path::Path, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_revkv"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the revkv binary runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn failure(o: &Output) -> String {
+    assert!(!o.status.success(), "expected a failure, got success");
+    assert_eq!(o.status.code(), Some(1), "exit status 1");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "one line on standard error: {err}");
+    err
+}
+
+fn new_store(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let db = dir.path().join("db");
+    revkv::mvcc::Store::open(&db, revkv::mvcc::StoreOptions::new()).unwrap();
+    db
+}
+
+#[test]
+fn txn_reads_etcdctl_format_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(&dir);
+    stdout(&revkv(&db, &["put", "key1", "v1"]));
+    // etcdctl's own example: key1 exists, so the success branch runs.
+    let input = "mod(\"key1\") > \"0\"\n\nput key1 \"overwrote-key1\"\nget key1\n\nput key1 \"created-key1\"\nput key2 \"some extra key\"\n";
+    assert_eq!(
+        stdout(&revkv_stdin(&db, &["txn"], input)),
+        "SUCCESS\n\nOK\n\nkey1\noverwrote-key1\n"
+    );
+    let json = stdout(&revkv_stdin(
+        &db,
+        &["-w", "json", "txn"],
+        "value(\"key1\") = \"nope\"\n\nput key1 \"x\"\n\nput key2 \"created\" --prev-kv\ndel key1 --prev-kv\n",
+    ));
+    assert_eq!(
+        json.trim(),
+        concat!(
+            r#"{"header":{"cluster_id":0,"member_id":0,"revision":4,"raft_term":0},"responses":["#,
+            r#"{"Response":{"response_put":{"header":{"revision":4}}}},"#,
+            r#"{"Response":{"response_delete_range":{"header":{"revision":4},"deleted":1,"prev_kvs":[{"key":"a2V5MQ==","create_revision":2,"mod_revision":3,"version":2,"value":"b3Zlcndyb3RlLWtleTE="}]}}}]}"#
+        )
+    );
+    // Every compare target and operator etcdctl knows.
+    let input = "ver(\"key2\") = \"1\"\nc(\"key2\") = \"4\"\nlease(\"key2\") = \"0\"\nversion(\"key1\") < \"1\"\ncreate(\"key2\") != \"3\"\nval(\"key2\") > \"a\"\n\nget key --prefix --keys-only\n\n";
+    assert_eq!(
+        stdout(&revkv_stdin(&db, &["txn"], input)),
+        "SUCCESS\n\nkey2\n"
+    );
+    // Malformed input is refused before anything is written.
+    let err = failure(&revkv_stdin(&db, &["txn"], "size(\"k\") = \"1\"\n\n\n"));
+    assert!(err.contains("malformed comparison"), "{err}");
+    let err = failure(&revkv_stdin(&db, &["txn"], "\nfrobnicate k\n\n"));
+    assert!(err.contains("invalid txn request"), "{err}");
+    // A txn writing one key twice gets etcd's error.
+    let err = failure(&revkv_stdin(&db, &["txn"], "\nput a 1\nput a 2\n\n"));
+    assert!(err.contains("duplicate key given in txn request"), "{err}");
+    let status = stdout(&revkv(&db, &["-w", "json", "status"]));
+    assert!(status.contains(r#""revision":4"#), "{status}");
+}
+
+#[test]
+fn get_and_del_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(&dir);
+    for (k, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")] {
+        stdout(&revkv(&db, &["put", k, v]));
+    }
+    stdout(&revkv(&db, &["put", "b", "22"]));
+    assert_eq!(
+        stdout(&revkv(&db, &["get", "b", "--from-key", "--keys-only"])),
+        "b\nc\nd\n"
+    );
+    assert_eq!(stdout(&revkv(&db, &["get", "a", "c"])), "a\n1\nb\n22\n");
+    assert_eq!(stdout(&revkv(&db, &["get", "b", "--rev", "3"])), "b\n2\n");
+    let o = revkv(&db, &["get", "b", "--rev", "99"]);
+    assert!(failure(&o).contains("mvcc: required revision is a future revision"));
+    assert_eq!(
+        stdout(&revkv(
+            &db,
+            &["get", "a", "--from-key", "--stream", "--chunk-keys", "2"]
+        )),
+        "a\n1\nb\n22\nc\n3\nd\n4\n"
+    );
+    assert_eq!(
+        stdout(&revkv(
+            &db,
+            &["get", "a", "--from-key", "--stream", "--limit", "1"]
+        )),
+        "a\n1\n"
+    );
+    assert_eq!(
+        stdout(&revkv(&db, &["del", "c", "--from-key", "--prev-kv"])),
+        "2\nc\n3\nd\n4\n"
+    );
+    let json = stdout(&revkv(&db, &["-w", "json", "get", "a", "--prefix"]));
+    assert_eq!(
+        json.trim(),
+        r#"{"header":{"cluster_id":0,"member_id":0,"revision":7,"raft_term":0},"kvs":[{"key":"YQ==","create_revision":2,"mod_revision":2,"version":1,"value":"MQ=="}],"count":1}"#
+    );
+    assert_eq!(
+        stdout(&revkv(&db, &["-w", "json", "compaction", "7"])).trim(),
+        r#"{"header":{"cluster_id":0,"member_id":0,"revision":7,"raft_term":0}}"#
+    );
+    let o = revkv(&db, &["compaction", "7"]);
+    assert!(failure(&o).contains("mvcc: required revision has been compacted"));
+    let status = stdout(&revkv(&db, &["status"]));
+    assert!(status.contains("compacted revision:  7"), "{status}");
+    // Empty keys are refused in etcd's words.
+    let o = revkv(&db, &["put", "", "v"]);
+    assert!(failure(&o).contains("etcdserver: key is not provided"));
+}
+
+#[test]
+fn alarm_disarm_after_making_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(&dir);
+    stdout(&revkv(&db, &["put", "k", "v"]));
+    let o = revkv(&db, &["--quota-bytes", "4096", "put", "big", "x"]);
+    assert!(failure(&o).contains("etcdserver: mvcc: database space exceeded"));
+    // While NOSPACE is raised writes are refused even with room.
+    let o = revkv(&db, &["put", "k", "w"]);
+    assert!(failure(&o).contains("etcdserver: mvcc: database space exceeded"));
+    assert_eq!(stdout(&revkv(&db, &["get", "k"])), "k\nv\n");
+    assert_eq!(
+        stdout(&revkv(&db, &["alarm", "disarm"])),
+        "memberID:0 alarm:NOSPACE\n"
+    );
+    assert_eq!(stdout(&revkv(&db, &["alarm", "list"])), "");
+    assert_eq!(stdout(&revkv(&db, &["put", "k", "w"])), "OK\n");
+}
+
+#[test]
+fn snapshot_save_copies_a_store_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(&dir);
+    for i in 0..300 {
+        stdout(&revkv(&db, &["put", &format!("/k/{i:03}"), &"v".repeat(i)]));
+        if i == 150 {
+            stdout(&revkv(&db, &["compaction", "100"]));
+        }
+    }
+    let copy = dir.path().join("snap.db");
+    assert_eq!(
+        stdout(&revkv(&db, &["snapshot", "save", copy.to_str().unwrap()])),
+        format!("Snapshot saved at {}\n", copy.display())
+    );
+    let a = revkv::mvcc::Store::open(&db, revkv::mvcc::StoreOptions::new()).unwrap();
+    let b = revkv::mvcc::Store::open(&copy, revkv::mvcc::StoreOptions::new()).unwrap();
+    assert_eq!(a.hash_kv(0).unwrap(), b.hash_kv(0).unwrap());
+    assert_eq!(b.compacted_revision().unwrap(), 100);
+    assert!(b.db().stats().file_size <= a.db().stats().file_size);
+    drop((a, b));
+    let json = stdout(&revkv(
+        &db,
+        &["-w", "json", "snapshot", "save", copy.to_str().unwrap()],
+    ));
+    assert!(json.contains(r#""revision":301"#), "{json}");
+    assert!(!dir.path().join("snap.db.part").exists());
+    // The source must exist.
+    let o = revkv(
+        &dir.path().join("missing"),
+        &["snapshot", "save", copy.to_str().unwrap()],
+    );
+    assert!(failure(&o).contains("does not exist"));
+}
+
+#[test]
+fn check_reports_a_corrupted_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(&dir);
+    for i in 0..50 {
+        stdout(&revkv(&db, &["put", &format!("key{i:02}"), "some value"]));
+    }
+    assert!(stdout(&revkv(&db, &["check"])).starts_with("OK"));
+    // Flip one byte in the middle of every page past the metas: whichever
+    // of them are reachable, check names a page and the problem.
+    let mut bytes = std::fs::read(&db).unwrap();
+    let pages = bytes.len() / 4096;
+    for p in 2..pages {
+        bytes[p * 4096 + 2000] ^= 0x5a;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let o = revkv(&db, &["check"]);
+    let err = failure(&o);
+    assert!(err.contains("corrupt page"), "{err}");
+}
+
+#[test]
+fn demo_with_few_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let out = stdout(&revkv(&db, &["demo", "--keys", "2000"]));
+    for needle in [
+        "unary range",
+        "stream (",
+        "overwrite every key",
+        "compact to revision 4001",
+        "defragment (online",
+        "etcdserver: mvcc: database space exceeded",
+        "alarm list: NOSPACE",
+        "the next put is accepted",
+        "the database is kept at",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
+    }
+    assert!(stdout(&revkv(&db, &["check"])).starts_with("OK"));
+    // The demo builds a new database: an existing one is refused.
+    let o = revkv(&db, &["demo", "--keys", "10"]);
+    assert!(failure(&o).contains("already exists"));
 }

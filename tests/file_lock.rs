@@ -101,3 +101,32 @@ fn read_only_open_of_a_missing_file_creates_nothing() {
     assert_eq!(err.kind(), ErrorKind::Io);
     assert!(!path.exists());
 }
+
+#[test]
+fn lock_timeout_waits_then_fails_or_succeeds() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let held = Db::open(&path).unwrap();
+    // Held for the whole wait: Locked, but only after the timeout.
+    let wait = std::time::Duration::from_millis(30);
+    let t = std::time::Instant::now();
+    let err = Options::new().lock_timeout(wait).open(&path).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Locked, "{err}");
+    assert!(t.elapsed() >= wait, "gave up after {:?}", t.elapsed());
+    // Released while another thread waits: that open succeeds.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opener = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            tx.send(()).unwrap();
+            Options::new()
+                .lock_timeout(std::time::Duration::from_secs(60))
+                .open(&path)
+                .map(|_| ())
+        })
+    };
+    rx.recv().unwrap();
+    drop(held);
+    opener.join().unwrap().unwrap();
+}

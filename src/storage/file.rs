@@ -37,9 +37,16 @@ pub struct DbFile {
 
 impl DbFile {
     /// Opens (or creates) the file and takes its lock: exclusive for a
-    /// writer, shared for read-only handles. Never waits: a held lock is an
-    /// error at once.
-    pub fn open(path: &Path, read_only: bool, create: bool) -> Result<DbFile> {
+    /// writer, shared for read-only handles. A held lock is retried until
+    /// `lock_timeout` has passed (zero: an error at once), as bbolt's
+    /// `Options.Timeout` does: the lock can be held for a moment by a
+    /// process that forked while another handle had the file open.
+    pub fn open(
+        path: &Path,
+        read_only: bool,
+        create: bool,
+        lock_timeout: std::time::Duration,
+    ) -> Result<DbFile> {
         let file = OpenOptions::new()
             .read(true)
             .write(!read_only)
@@ -47,25 +54,34 @@ impl DbFile {
             .truncate(false)
             .open(path)
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        let locked = if read_only {
-            file.try_lock_shared()
-        } else {
-            file.try_lock()
-        };
-        match locked {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    path: path.to_path_buf(),
-                    reason: if read_only {
-                        "a writer has it open".into()
-                    } else {
-                        "another handle has it open".into()
-                    },
-                })
-            }
-            Err(TryLockError::Error(e)) => {
-                return Err(Error::io(format!("locking {}", path.display()), e))
+        let give_up = std::time::Instant::now() + lock_timeout;
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            let locked = if read_only {
+                file.try_lock_shared()
+            } else {
+                file.try_lock()
+            };
+            match locked {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                    // Polling, as flock has no wait with a deadline.
+                    std::thread::sleep(pause.min(give_up - std::time::Instant::now()));
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(Error::Locked {
+                        path: path.to_path_buf(),
+                        reason: if read_only {
+                            "a writer has it open".into()
+                        } else {
+                            "another handle has it open".into()
+                        },
+                    })
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(Error::io(format!("locking {}", path.display()), e))
+                }
             }
         }
         Ok(DbFile {

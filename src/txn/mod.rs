@@ -6,6 +6,7 @@
 //! published snapshot and the reader table; the writer holds its own lock for
 //! its whole transaction and takes the snapshot lock only to publish a commit.
 
+mod backup;
 mod check;
 mod open;
 mod pages;
@@ -33,6 +34,7 @@ use crate::storage::page::{Header, PageRef};
 use crate::storage::unwritten::UnwrittenPages;
 use crate::storage::verified::VerifiedPages;
 
+pub use backup::SnapshotReport;
 pub use check::CheckReport;
 
 pub use read::ReadTxn;
@@ -81,6 +83,7 @@ pub struct Options {
     pub(crate) read_only: bool,
     pub(crate) create: bool,
     pub(crate) unwritten_limit: usize,
+    pub(crate) lock_timeout: Duration,
     #[cfg(feature = "fault-injection")]
     pub(crate) observer: Option<Arc<dyn crate::storage::file::IoObserver>>,
 }
@@ -101,6 +104,7 @@ impl Options {
             read_only: false,
             create: true,
             unwritten_limit: DEFAULT_UNWRITTEN_LIMIT,
+            lock_timeout: Duration::ZERO,
             #[cfg(feature = "fault-injection")]
             observer: None,
         }
@@ -146,6 +150,16 @@ impl Options {
     /// which never create).
     pub fn create(mut self, create: bool) -> Options {
         self.create = create;
+        self
+    }
+
+    /// How long open waits for the file's lock while another handle holds
+    /// it, before failing with [`Error::Locked`](crate::Error::Locked)
+    /// (default zero: fail at once). Waiting helps a short-lived process
+    /// that opens a file right after another one closed it: a process that
+    /// forked in between may hold the lock until its exec.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Options {
+        self.lock_timeout = timeout;
         self
     }
 

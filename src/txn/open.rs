@@ -31,7 +31,7 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         }
     }
     #[allow(unused_mut)]
-    let mut file = DbFile::open(path, opts.read_only, opts.create)?;
+    let mut file = DbFile::open(path, opts.read_only, opts.create, opts.lock_timeout)?;
     #[cfg(feature = "fault-injection")]
     file.set_observer(opts.observer.clone());
     let mut len = file.len()?;
@@ -311,7 +311,7 @@ pub(crate) fn load_freelist(meta: &Meta, pages: &MappedPages) -> Result<ExtentSe
     for i in 0..count {
         let at = HEADER_LEN + i * 16;
         let (start, n) = (page::read_u64(run, at), page::read_u64(run, at + 8));
-        let end = start.checked_add(n).unwrap_or(u64::MAX);
+        let end = start.saturating_add(n);
         let overlaps_self = start < id + meta.freelist_span as u64 && id < end;
         if n == 0 || start < last_end || end > meta.hwm || overlaps_self {
             return Err(Error::corrupt(

@@ -124,6 +124,7 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             let (n, vs) = (arg(0, 100_000), arg(1, 1024) as usize);
             let mut value = vec![0u8; vs];
             Rng::new(7).fill(&mut value);
+            let bar = crate::progress::bar(n, "loading");
             let mut i = 0;
             while i < n {
                 let end = (i + 10_000).min(n);
@@ -131,9 +132,11 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
                 for r in store.write_batch(batch)? {
                     r?;
                 }
+                bar.set_position(end);
                 i = end;
             }
             store.sync()?;
+            bar.finish_and_clear();
             line.num("ops", n);
         }
         "open" => {}

@@ -1,7 +1,14 @@
 //! The `revkv` command: inspect, maintain and measure a revkv database.
 
 mod bench;
+mod demo;
+mod heap;
 mod ops;
+mod progress;
+mod txn;
+
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,9 +22,9 @@ use clap::{Parser, Subcommand};
     about = "Inspect, maintain and measure a revkv database"
 )]
 struct Cli {
-    /// The database file.
-    #[arg(long, global = true, default_value = "revkv.db")]
-    db: PathBuf,
+    /// The database file [default: revkv.db; demo: a temporary file].
+    #[arg(long, global = true)]
+    db: Option<PathBuf>,
     /// Space quota in bytes (0: none; default: etcd's 2 GiB).
     #[arg(long, global = true)]
     quota_bytes: Option<u64>,
@@ -49,14 +56,65 @@ struct Keys {
 }
 
 impl Keys {
-    fn range(self) -> ops::KeyRange {
+    fn range(&self) -> ops::KeyRange {
         ops::KeyRange {
-            key: self.key,
-            range_end: self.range_end,
+            key: self.key.clone(),
+            range_end: self.range_end.clone(),
             prefix: self.prefix,
             from_key: self.from_key,
         }
     }
+}
+
+/// `put`, on the command line or in a txn.
+#[derive(clap::Args)]
+struct PutArgs {
+    key: String,
+    value: String,
+    /// Print the previous key-value.
+    #[arg(long)]
+    prev_kv: bool,
+}
+
+/// `get`'s unary options, on the command line or in a txn.
+#[derive(clap::Args)]
+struct GetArgs {
+    #[command(flatten)]
+    keys: Keys,
+    /// Read at this revision (0: current).
+    #[arg(long, default_value_t = 0)]
+    rev: i64,
+    /// At most this many keys.
+    #[arg(long, default_value_t = 0)]
+    limit: i64,
+    /// Keys without values.
+    #[arg(long)]
+    keys_only: bool,
+    /// Only the count.
+    #[arg(long)]
+    count_only: bool,
+}
+
+impl GetArgs {
+    fn options(&self) -> revkv::mvcc::RangeOptions {
+        revkv::mvcc::RangeOptions {
+            revision: self.rev,
+            limit: self.limit,
+            keys_only: self.keys_only,
+            count_only: self.count_only,
+            ..Default::default()
+        }
+    }
+}
+
+/// `del`, on the command line or in a txn.
+#[derive(clap::Args)]
+struct DelArgs {
+    #[command(flatten)]
+    keys: Keys,
+    /// Print the deleted key-values.
+    #[arg(long)]
+    prev_kv: bool,
 }
 
 #[derive(Subcommand)]
@@ -68,31 +126,20 @@ enum AlarmCommand {
 }
 
 #[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Writes a consistent copy of the database to FILE while it stays in
+    /// use, then checks the copy.
+    Save { file: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Puts VALUE at KEY.
-    Put {
-        key: String,
-        value: String,
-        /// Print the previous key-value.
-        #[arg(long)]
-        prev_kv: bool,
-    },
+    Put(PutArgs),
     /// Reads a key or a range.
     Get {
         #[command(flatten)]
-        keys: Keys,
-        /// Read at this revision (0: current).
-        #[arg(long, default_value_t = 0)]
-        rev: i64,
-        /// At most this many keys.
-        #[arg(long, default_value_t = 0)]
-        limit: i64,
-        /// Keys without values.
-        #[arg(long)]
-        keys_only: bool,
-        /// Only the count.
-        #[arg(long)]
-        count_only: bool,
+        get: GetArgs,
         /// Read as a stream of chunks (one output object per chunk).
         #[arg(long)]
         stream: bool,
@@ -104,13 +151,11 @@ enum Command {
         chunk_bytes: usize,
     },
     /// Deletes a key or a range.
-    Del {
-        #[command(flatten)]
-        keys: Keys,
-        /// Print the deleted key-values.
-        #[arg(long)]
-        prev_kv: bool,
-    },
+    Del(DelArgs),
+    /// Runs a transaction read from standard input in etcdctl's format:
+    /// compares, success requests and failure requests, blocks separated by
+    /// an empty line (e.g. `mod("k") > "0"`, then `put k "v"`, then `get k`).
+    Txn,
     /// Compacts history below REV.
     Compaction { rev: i64 },
     /// Defragments the file online.
@@ -124,6 +169,22 @@ enum Command {
     },
     /// Verifies every page checksum and every tree and index invariant.
     Check,
+    /// Snapshots.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// Builds a Kubernetes-like keyspace and shows a unary range against a
+    /// stream, an overwrite + compaction + defragmentation cycle, and the
+    /// quota alarm (a temporary database unless --db is given; kept then).
+    Demo {
+        /// Keys to load.
+        #[arg(long, default_value_t = 200_000)]
+        keys: u64,
+        /// Bytes per value.
+        #[arg(long, default_value_t = 1024)]
+        value_bytes: usize,
+    },
     /// Runs one benchmark phase of the etcd peer's workload and prints one
     /// JSON line: load N VALUE_SIZE, open, range, first, paged LIMIT,
     /// get M, txn M, churn VALUE_SIZE.
@@ -137,45 +198,44 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (db, quota, w) = (cli.db, cli.quota_bytes, cli.write_out);
+    let (quota, w) = (cli.quota_bytes, cli.write_out);
+    let db = cli.db.clone().unwrap_or_else(|| PathBuf::from("revkv.db"));
     let result = match cli.command {
+        Command::Demo { keys, value_bytes } => demo::run(cli.db.as_deref(), keys, value_bytes),
+        Command::Txn => {
+            let mut input = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+                .map_err(|e| revkv::Error::InvalidOption(format!("reading standard input: {e}")))
+                .and_then(|_| txn::parse(&input))
+                .and_then(|req| ops::open(&db, quota, false).and_then(|s| ops::txn(&s, req, w)))
+        }
+        Command::Snapshot {
+            command: SnapshotCommand::Save { file },
+        } => ops::open(&db, quota, true).and_then(|s| ops::snapshot_save(&s, &file, w)),
         Command::Bench { phase, args } => bench::run(&db, &phase, &args),
-        Command::Put {
-            key,
-            value,
-            prev_kv,
-        } => ops::open(&db, quota, false).and_then(|s| ops::put(&s, &key, &value, prev_kv, w)),
+        Command::Put(p) => {
+            ops::open(&db, quota, false).and_then(|s| ops::put(&s, &p.key, &p.value, p.prev_kv, w))
+        }
         Command::Get {
-            keys,
-            rev,
-            limit,
-            keys_only,
-            count_only,
+            get,
             stream,
             chunk_keys,
             chunk_bytes,
         } => ops::open(&db, quota, true).and_then(|s| {
             if stream {
                 let opts = revkv::stream::StreamOptions::new()
-                    .revision(rev)
-                    .limit(limit.max(0) as u64)
-                    .keys_only(keys_only)
+                    .revision(get.rev)
+                    .limit(get.limit.max(0) as u64)
+                    .keys_only(get.keys_only)
                     .chunk_keys(chunk_keys)
                     .chunk_bytes(chunk_bytes);
-                ops::get_stream(&s, &keys.range(), opts, w)
+                ops::get_stream(&s, &get.keys.range(), opts, w)
             } else {
-                let opts = revkv::mvcc::RangeOptions {
-                    revision: rev,
-                    limit,
-                    keys_only,
-                    count_only,
-                    ..Default::default()
-                };
-                ops::get(&s, &keys.range(), opts, w)
+                ops::get(&s, &get.keys.range(), get.options(), w)
             }
         }),
-        Command::Del { keys, prev_kv } => {
-            ops::open(&db, quota, false).and_then(|s| ops::del(&s, &keys.range(), prev_kv, w))
+        Command::Del(d) => {
+            ops::open(&db, quota, false).and_then(|s| ops::del(&s, &d.keys.range(), d.prev_kv, w))
         }
         Command::Compaction { rev } => {
             ops::open(&db, quota, false).and_then(|s| ops::compaction(&s, rev, w))

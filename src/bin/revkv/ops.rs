@@ -6,7 +6,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use base64::Engine as _;
-use revkv::mvcc::{prefix_end, KeyValue, RangeOptions, ResponseHeader, Store, StoreOptions};
+use revkv::mvcc::{
+    prefix_end, DeleteRangeResponse, KeyValue, PutResponse, RangeOptions, RangeResponse,
+    ResponseHeader, ResponseOp, Store, StoreOptions, TxnRequest,
+};
 use revkv::Options;
 
 /// Output format, etcdctl's `-w`.
@@ -25,7 +28,7 @@ pub struct KeyRange {
 }
 
 impl KeyRange {
-    fn end(&self) -> Vec<u8> {
+    pub fn end(&self) -> Vec<u8> {
         if self.prefix {
             prefix_end(self.key.as_bytes())
         } else if self.from_key {
@@ -44,7 +47,13 @@ pub fn open(db: &Path, quota: Option<u64>, read_only: bool) -> revkv::Result<Sto
             db.display()
         )));
     }
-    let d = Options::new().create(false).read_only(read_only).open(db)?;
+    // A moment's wait for the lock: another process that just closed the
+    // file may still share its lock with a child it forked.
+    let d = Options::new()
+        .create(false)
+        .read_only(read_only)
+        .lock_timeout(std::time::Duration::from_secs(2))
+        .open(db)?;
     let mut opts = StoreOptions::new().read_only(read_only);
     if let Some(q) = quota {
         opts = if q == 0 {
@@ -105,6 +114,37 @@ fn print_simple_kvs(kvs: &[KeyValue]) {
     }
 }
 
+fn put_json(header: &str, resp: &PutResponse) -> String {
+    let prev = resp
+        .prev_kv
+        .as_ref()
+        .map(|p| format!(",\"prev_kv\":{}", kv_json(p)))
+        .unwrap_or_default();
+    format!("{{{header}{prev}}}")
+}
+
+fn range_json(header: &str, resp: &RangeResponse) -> String {
+    let mut s = format!("{{{header}{}", kvs_json("kvs", &resp.kvs));
+    if resp.more {
+        s.push_str(",\"more\":true");
+    }
+    if resp.count != 0 {
+        let _ = write!(s, ",\"count\":{}", resp.count);
+    }
+    s.push('}');
+    s
+}
+
+fn del_json(header: &str, resp: &DeleteRangeResponse) -> String {
+    let mut s = format!("{{{header}");
+    if resp.deleted != 0 {
+        let _ = write!(s, ",\"deleted\":{}", resp.deleted);
+    }
+    s.push_str(&kvs_json("prev_kvs", &resp.prev_kvs));
+    s.push('}');
+    s
+}
+
 pub fn put(store: &Store, key: &str, value: &str, prev_kv: bool, w: Format) -> revkv::Result<()> {
     let resp = store.put_with(revkv::mvcc::PutRequest {
         key: key.as_bytes().to_vec(),
@@ -119,14 +159,7 @@ pub fn put(store: &Store, key: &str, value: &str, prev_kv: bool, w: Format) -> r
                 print_simple_kvs(std::slice::from_ref(p));
             }
         }
-        Format::Json => {
-            let prev = resp
-                .prev_kv
-                .as_ref()
-                .map(|p| format!(",\"prev_kv\":{}", kv_json(p)))
-                .unwrap_or_default();
-            println!("{{{}{prev}}}", header(resp.header));
-        }
+        Format::Json => println!("{}", put_json(&header(resp.header), &resp)),
     }
     Ok(())
 }
@@ -136,17 +169,7 @@ pub fn get(store: &Store, r: &KeyRange, opts: RangeOptions, w: Format) -> revkv:
     match w {
         Format::Simple if opts.count_only => println!("{}", resp.count),
         Format::Simple => print_simple_kvs(&resp.kvs),
-        Format::Json => {
-            let mut s = format!("{{{}{}", header(resp.header), kvs_json("kvs", &resp.kvs));
-            if resp.more {
-                s.push_str(",\"more\":true");
-            }
-            if resp.count != 0 {
-                let _ = write!(s, ",\"count\":{}", resp.count);
-            }
-            s.push('}');
-            println!("{s}");
-        }
+        Format::Json => println!("{}", range_json(&header(resp.header), &resp)),
     }
     Ok(())
 }
@@ -183,15 +206,90 @@ pub fn del(store: &Store, r: &KeyRange, prev_kv: bool, w: Format) -> revkv::Resu
             println!("{}", resp.deleted);
             print_simple_kvs(&resp.prev_kvs);
         }
-        Format::Json => {
-            let mut s = format!("{{{}", header(resp.header));
-            if resp.deleted != 0 {
-                let _ = write!(s, ",\"deleted\":{}", resp.deleted);
+        Format::Json => println!("{}", del_json(&header(resp.header), &resp)),
+    }
+    Ok(())
+}
+
+/// `txn`: etcdctl prints SUCCESS or FAILURE, then each response after an
+/// empty line; with -w json its TxnResponse (each response wrapped in
+/// `{"Response":{"response_put":...}}`, as Go's encoding of the oneof).
+pub fn txn(store: &Store, req: TxnRequest, w: Format) -> revkv::Result<()> {
+    let resp = store.txn(req)?;
+    match w {
+        Format::Simple => {
+            println!("{}", if resp.succeeded { "SUCCESS" } else { "FAILURE" });
+            for r in &resp.responses {
+                println!();
+                match r {
+                    ResponseOp::Put(p) => {
+                        println!("OK");
+                        if let Some(prev) = &p.prev_kv {
+                            print_simple_kvs(std::slice::from_ref(prev));
+                        }
+                    }
+                    ResponseOp::Range(g) if g.kvs.is_empty() && g.count > 0 => {
+                        println!("{}", g.count)
+                    }
+                    ResponseOp::Range(g) => print_simple_kvs(&g.kvs),
+                    ResponseOp::DeleteRange(d) => {
+                        println!("{}", d.deleted);
+                        print_simple_kvs(&d.prev_kvs);
+                    }
+                }
             }
-            s.push_str(&kvs_json("prev_kvs", &resp.prev_kvs));
+        }
+        Format::Json => {
+            let sub = format!("\"header\":{{\"revision\":{}}}", resp.header.revision);
+            let items: Vec<String> = resp
+                .responses
+                .iter()
+                .map(|r| {
+                    let (name, body) = match r {
+                        ResponseOp::Put(p) => ("response_put", put_json(&sub, p)),
+                        ResponseOp::Range(g) => ("response_range", range_json(&sub, g)),
+                        ResponseOp::DeleteRange(d) => ("response_delete_range", del_json(&sub, d)),
+                    };
+                    format!("{{\"Response\":{{\"{name}\":{body}}}}}")
+                })
+                .collect();
+            let mut s = format!("{{{}", header(resp.header));
+            if resp.succeeded {
+                s.push_str(",\"succeeded\":true");
+            }
+            if !items.is_empty() {
+                let _ = write!(s, ",\"responses\":[{}]", items.join(","));
+            }
             s.push('}');
             println!("{s}");
         }
+    }
+    Ok(())
+}
+
+/// `snapshot save`: a consistent copy taken while the store stays in use,
+/// then opened and checked; prints etcdctl's line.
+pub fn snapshot_save(store: &Store, file: &Path, w: Format) -> revkv::Result<()> {
+    let bar = crate::progress::spinner("saving snapshot");
+    let report = store.db().save_snapshot(file)?;
+    bar.set_message("checking the copy");
+    let copy = Store::with_db(
+        Options::new().read_only(true).create(false).open(file)?,
+        StoreOptions::new().read_only(true),
+    )?;
+    copy.check()?;
+    let hash = copy.hash_kv(0)?;
+    bar.finish_and_clear();
+    match w {
+        Format::Simple => println!("Snapshot saved at {}", file.display()),
+        Format::Json => println!(
+            "{{\"path\":{:?},\"revision\":{},\"hash\":{},\"entries\":{},\"file_size\":{}}}",
+            file.display().to_string(),
+            hash.header.revision,
+            hash.hash,
+            report.entries,
+            report.file_size
+        ),
     }
     Ok(())
 }
@@ -207,7 +305,9 @@ pub fn compaction(store: &Store, rev: i64, w: Format) -> revkv::Result<()> {
 
 pub fn defrag(store: &Store, w: Format) -> revkv::Result<()> {
     let before = store.db().stats();
+    let bar = crate::progress::spinner("defragmenting");
     let report = store.db().defrag()?;
+    bar.finish_and_clear();
     let after = store.db().stats();
     match w {
         Format::Simple => println!(
@@ -283,8 +383,10 @@ pub fn alarm_disarm(store: &Store) -> revkv::Result<()> {
 
 /// Full check; an error (with the page and the problem) exits non-zero.
 pub fn check(store: &Store) -> revkv::Result<()> {
+    let bar = crate::progress::spinner("checking");
     let versions = store.check()?;
     let report = store.db().check()?;
+    bar.finish_and_clear();
     println!(
         "OK: {} versions; {} pages reachable, {} free, {} allocated; tables {}",
         versions,

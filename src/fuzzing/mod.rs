@@ -4,6 +4,11 @@
 //! Each harness takes arbitrary bytes and must return without panicking,
 //! aborting, hanging or allocating without bound, whatever the bytes.
 
+pub mod model;
+mod ops;
+
+pub use ops::ops;
+
 use std::ops::Bound;
 use std::path::Path;
 
@@ -47,7 +52,55 @@ pub fn open_file(path: &Path, bytes: &[u8]) -> bool {
             }
         }
     }
+    read_store(db);
     checked
+}
+
+/// If the file holds a revision store: its check, a full range, a stream
+/// of every key at the current and the oldest revision, the history hash,
+/// and a watch replaying the history. Errors are fine; panics are not.
+fn read_store(db: crate::Db) {
+    use crate::mvcc::{RangeOptions, Store, StoreOptions};
+    use crate::stream::StreamOptions;
+    let Ok(store) = Store::with_db(db, StoreOptions::new().read_only(true)) else {
+        return;
+    };
+    let _ = store.check();
+    let _ = store.status();
+    let all = RangeOptions {
+        limit: 10_000,
+        ..Default::default()
+    };
+    let _ = store.range(b"\0", b"\0", &all);
+    let oldest = store.compacted_revision().unwrap_or(0).max(1);
+    for rev in [0, oldest] {
+        if let Ok(s) = store.range_stream(
+            b"\0",
+            b"\0",
+            StreamOptions::new().revision(rev).chunk_keys(7),
+        ) {
+            for chunk in s.take(10_000) {
+                if chunk.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = store.hash_kv(0);
+    if let Ok(mut w) = store.watch(
+        b"\0",
+        b"\0",
+        crate::watch::WatchOptions::new()
+            .start_revision(oldest + 1)
+            .prev_kv(true),
+    ) {
+        for _ in 0..10_000 {
+            match w.try_recv() {
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+    }
 }
 
 /// Like [`open_file`], with every checksum comparison switched off for the
