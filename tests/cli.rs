@@ -217,14 +217,32 @@ fn get_and_del_flags() {
         stdout(&revkv(&db, &["del", "c", "--from-key", "--prev-kv"])),
         "2\nc\n3\nd\n4\n"
     );
+    // A chunk of about one byte still holds one key: a and b, one each.
+    let chunks = stdout(&revkv(
+        &db,
+        &[
+            "-w",
+            "json",
+            "get",
+            "a",
+            "--from-key",
+            "--stream",
+            "--chunk-bytes",
+            "1",
+        ],
+    ));
+    assert_eq!(chunks.lines().count(), 2, "{chunks}");
+    stdout(&revkv(&db, &["put", "pre/1", "x"]));
+    stdout(&revkv(&db, &["put", "pre/2", "y"]));
+    assert_eq!(stdout(&revkv(&db, &["del", "pre/", "--prefix"])), "2\n");
     let json = stdout(&revkv(&db, &["-w", "json", "get", "a", "--prefix"]));
     assert_eq!(
         json.trim(),
-        r#"{"header":{"cluster_id":0,"member_id":0,"revision":7,"raft_term":0},"kvs":[{"key":"YQ==","create_revision":2,"mod_revision":2,"version":1,"value":"MQ=="}],"count":1}"#
+        r#"{"header":{"cluster_id":0,"member_id":0,"revision":10,"raft_term":0},"kvs":[{"key":"YQ==","create_revision":2,"mod_revision":2,"version":1,"value":"MQ=="}],"count":1}"#
     );
     assert_eq!(
         stdout(&revkv(&db, &["-w", "json", "compaction", "7"])).trim(),
-        r#"{"header":{"cluster_id":0,"member_id":0,"revision":7,"raft_term":0}}"#
+        r#"{"header":{"cluster_id":0,"member_id":0,"revision":10,"raft_term":0}}"#
     );
     let o = revkv(&db, &["compaction", "7"]);
     assert!(failure(&o).contains("mvcc: required revision has been compacted"));
@@ -332,4 +350,43 @@ fn demo_with_few_keys() {
     // The demo builds a new database: an existing one is refused.
     let o = revkv(&db, &["demo", "--keys", "10"]);
     assert!(failure(&o).contains("already exists"));
+}
+
+#[test]
+fn bench_phases_print_one_json_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bench.db");
+    let phases: &[(&[&str], &[&str])] = &[
+        (&["load", "300", "64"], &[r#""ops":300"#]),
+        (&["open"], &[r#""open_s":"#, r#""rss_after_open_kb":"#]),
+        (&["range"], &[r#""keys":300"#, r#""bytes":"#]),
+        (&["first"], &[r#""keys":"#]),
+        (&["paged", "50"], &[r#""keys":300"#, r#""pages":"#]),
+        (&["get", "100"], &[r#""ops":100"#, r#""found":100"#]),
+        (&["txn", "50"], &[r#""ops":50"#]),
+        (&["stream", "40"], &[r#""first_chunk_s":"#, r#""chunks":8"#]),
+        (&["streams", "3"], &[r#""streams":3"#]),
+        (&["watch", "4", "200", "1", "0"], &[r#""engine":"revkv""#]),
+        (
+            &["churn", "64"],
+            &[r#""overwrite_s":"#, r#""size_before_compact":"#],
+        ),
+    ];
+    for (args, fields) in phases {
+        let mut all = vec!["bench"];
+        all.extend_from_slice(args);
+        let out = stdout(&revkv(&db, &all));
+        assert_eq!(out.lines().count(), 1, "bench {args:?}: {out}");
+        let line = out.trim();
+        assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+        assert!(
+            line.contains(&format!(r#""phase":"{}""#, args[0])),
+            "{line}"
+        );
+        for f in *fields {
+            assert!(line.contains(f), "bench {args:?}: {f} missing from {line}");
+        }
+    }
+    let o = revkv(&db, &["bench", "nonsense"]);
+    assert!(failure(&o).contains("nonsense"));
 }
