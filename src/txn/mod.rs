@@ -549,11 +549,15 @@ impl Db {
     }
 }
 
-/// Syncs the file if commits are unsynced, then rewrites the last meta in
-/// place saying everything up to it is durable, and syncs again. After this
+/// Syncs the file if commits are unsynced, then writes a copy of the last
+/// meta saying everything up to it is durable, and syncs again. After this
 /// the next open verifies nothing, and damage to the last commit's pages is
 /// reported as corruption instead of being taken for a commit that power
 /// loss interrupted.
+///
+/// The copy goes to the other slot, never over the meta it copies: a write
+/// torn by power loss then destroys only the older meta, which the durable
+/// commit no longer needs, and open falls back to the original.
 fn sync_writer(shared: &Shared, w: &mut Writer) -> Result<()> {
     if let Some(why) = &w.poisoned {
         return Err(crate::Error::Poisoned(why.clone()));
@@ -577,7 +581,7 @@ fn sync_writer(shared: &Shared, w: &mut Writer) -> Result<()> {
     } else {
         shared.file.sync()
     })
-    .and_then(|()| shared.file.write_at(&buf, w.meta_slot * ps as u64))
+    .and_then(|()| shared.file.write_at(&buf, (1 - w.meta_slot) * ps as u64))
     .and_then(|()| shared.file.sync());
     if let Err(e) = result {
         w.poisoned = Some(format!("syncing transaction {}: {e}", meta.txid));
@@ -588,6 +592,7 @@ fn sync_writer(shared: &Shared, w: &mut Writer) -> Result<()> {
     }
     w.meta = meta;
     w.synced_txid = meta.txid;
+    w.meta_slot = 1 - w.meta_slot;
     w.durable_slot = w.meta_slot;
     w.unsynced_pages = 0;
     Ok(())

@@ -52,7 +52,9 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
             });
         }
     }
-    metas.sort_by_key(|(m, _)| std::cmp::Reverse(m.txid));
+    // Newest first; of two copies of one commit (see `sync_writer`), the
+    // one that says it is synced, which needs no verification.
+    metas.sort_by_key(|(m, _)| std::cmp::Reverse((m.txid, m.synced_txid)));
     let limits = Limits::new(ps as usize);
     let verified = VerifiedPages::new();
     // Only the file's own bytes are mapped now; a meta claiming more pages
