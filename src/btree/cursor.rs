@@ -37,6 +37,12 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
                 format!("tree deeper than {MAX_DEPTH} levels"),
             ));
         }
+        // No empty page ever stays below the root (removal unlinks them):
+        // one here is damage, and skipping it could loop over a hostile
+        // file's shared empty subtrees for ever.
+        if self.depth > 0 && node.count() == 0 {
+            return Err(Error::corrupt(node.id(), "empty page below the root"));
+        }
         self.path[self.depth] = (Some(node), idx);
         self.depth += 1;
         Ok(())
@@ -106,7 +112,18 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
                     Ok(i) | Err(i) => i,
                 };
                 self.push(node, idx)?;
-                return self.skip_empty_forward();
+                let found = self.skip_empty_forward()?;
+                // Separators that do not bound their subtrees (damage) can
+                // lead below the key: fail rather than hand a caller that
+                // seeks forward the same entry again and again.
+                if found && self.key().is_some_and(|k| k < key) {
+                    let (leaf, _) = self.top().expect("positioned");
+                    return Err(Error::corrupt(
+                        leaf.id(),
+                        "a separator leads to keys below the one sought",
+                    ));
+                }
+                return Ok(found);
             }
             let idx = node.child_index(key);
             self.push(node, idx)?;
@@ -156,7 +173,15 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
 
     /// Climbs to the nearest ancestor with a next child and descends to its
     /// leftmost leaf. On false the cursor is exhausted.
+    ///
+    /// The new leaf's first key must follow the old leaf's last: in a
+    /// damaged or hostile file where subtrees are shared or out of order,
+    /// the cursor fails instead of returning keys again (every step then
+    /// makes progress, so no file can keep it busy for ever).
     fn next_leaf(&mut self) -> Result<bool> {
+        let last = self
+            .top()
+            .and_then(|(leaf, _)| leaf.count().checked_sub(1).map(|i| leaf.key(i)));
         self.depth -= 1;
         while self.depth > 0 {
             let (node, idx) = self.top().expect("depth > 0");
@@ -164,6 +189,10 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
                 self.path[self.depth - 1].1 = idx + 1;
                 let child = self.src.node(node.child(idx + 1))?;
                 self.descend_edge(child, true)?;
+                let (leaf, _) = self.top().expect("descended to a leaf");
+                if last.is_some_and(|last| leaf.key(0) <= last) {
+                    return Err(Error::corrupt(leaf.id(), "keys out of order across leaves"));
+                }
                 return Ok(true);
             }
             self.depth -= 1;
@@ -172,6 +201,9 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
     }
 
     fn prev_leaf(&mut self) -> Result<bool> {
+        let first = self
+            .top()
+            .and_then(|(leaf, _)| (leaf.count() > 0).then(|| leaf.key(0)));
         self.depth -= 1;
         while self.depth > 0 {
             let (node, idx) = self.top().expect("depth > 0");
@@ -179,6 +211,10 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
                 self.path[self.depth - 1].1 = idx - 1;
                 let child = self.src.node(node.child(idx - 1))?;
                 self.descend_edge(child, false)?;
+                let (leaf, _) = self.top().expect("descended to a leaf");
+                if first.is_some_and(|first| leaf.key(leaf.count() - 1) >= first) {
+                    return Err(Error::corrupt(leaf.id(), "keys out of order across leaves"));
+                }
                 return Ok(true);
             }
             self.depth -= 1;
