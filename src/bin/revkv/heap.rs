@@ -69,3 +69,32 @@ pub fn reset_peak() {
 pub fn peak() -> usize {
     PEAK.load(Ordering::Relaxed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counters follow allocations, growth by realloc and frees. Other
+    /// tests of this binary allocate a little at the same time, hence the
+    /// slack.
+    #[test]
+    fn counts_live_bytes_and_their_peak() {
+        // Smaller under Miri, which interprets every byte written.
+        const MIB: usize = if cfg!(miri) { 64 << 10 } else { 1 << 20 };
+        const SLACK: usize = if cfg!(miri) { 8 << 10 } else { 64 << 10 };
+        reset_peak();
+        let base = live();
+        let mut v: Vec<u8> = Vec::with_capacity(MIB);
+        v.push(1);
+        assert!(live() + SLACK >= base + MIB);
+        v.reserve_exact(2 * MIB);
+        assert!(live() + SLACK >= base + 2 * MIB);
+        drop(v);
+        assert!(live() <= base + SLACK);
+        assert!(peak() + SLACK >= base + 2 * MIB);
+        let z = vec![0u8; MIB];
+        assert!(z.iter().all(|&b| b == 0));
+        drop(z);
+        assert!(live() <= base + SLACK);
+    }
+}
