@@ -181,8 +181,8 @@ fn ops_inputs_replay_against_the_model() {
         }
     }
     let seed = 0x0dd5_eed5;
-    eprintln!("ops: splitmix64 seed {seed:#x}, 96 inputs");
-    for (i, input) in ops_inputs(seed, 96).iter().enumerate() {
+    eprintln!("ops: splitmix64 seed {seed:#x}, 300 inputs");
+    for (i, input) in ops_inputs(seed, 300).iter().enumerate() {
         eprintln!("ops input {i} of seed {seed:#x}");
         revkv::fuzzing::ops(&path, input);
     }

@@ -10,16 +10,18 @@
 //! operations, and reopening drops every in-memory structure.
 
 use std::path::Path;
+use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 
 use super::model::Model;
 use crate::mvcc::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeOptions,
-    RangeRequest, RequestOp, ResponseOp, Store, StoreOptions, TxnRequest,
+    CommitMode, Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest,
+    RangeOptions, RangeRequest, RequestOp, ResponseOp, Store, StoreOptions, TxnRequest,
 };
 use crate::stream::{StreamMode, StreamOptions};
 use crate::watch::WatchOptions;
+use crate::{Durability, Options};
 
 /// Operations per input, at most (bounds each run's time).
 const MAX_OPS: usize = 48;
@@ -211,7 +213,22 @@ fn compare(&(k, target, op, operand): &(u8, u8, u8, u8)) -> Compare {
 /// file there is replaced) and on the model; panics, with the step and the
 /// operation, at the first disagreement.
 pub fn ops(path: &Path, data: &[u8]) {
-    let mut u = Unstructured::new(data);
+    // The first byte picks how writes commit: every write durable, or
+    // batched (unsynced commits whose pages stay in memory, synced every
+    // few writes) with a small in-memory limit, so that pages are also
+    // written out between syncs.
+    let (mode, unwritten_limit) = match data.first() {
+        Some(&b) if b & 1 == 1 => (
+            CommitMode::Batched {
+                max_writes: 1 + u32::from(b >> 1) % 8,
+                // Syncs come from the write count, not the clock.
+                max_delay: Duration::from_secs(3600),
+            },
+            usize::from(b >> 4) * 2048,
+        ),
+        _ => (CommitMode::Immediate, crate::DEFAULT_UNWRITTEN_LIMIT),
+    };
+    let mut u = Unstructured::new(data.get(1..).unwrap_or_default());
     let mut ops = Vec::new();
     while ops.len() < MAX_OPS && !u.is_empty() {
         match FuzzOp::arbitrary(&mut u) {
@@ -224,7 +241,16 @@ pub fn ops(path: &Path, data: &[u8]) {
     }
     let _ = std::fs::remove_file(path);
     let open = || {
-        Store::open(path, StoreOptions::new().page_size(512))
+        let durability = match mode {
+            CommitMode::Immediate => Durability::Immediate,
+            CommitMode::Batched { .. } => Durability::None,
+        };
+        Options::new()
+            .page_size(512)
+            .durability(durability)
+            .unwritten_limit(unwritten_limit)
+            .open(path)
+            .and_then(|db| Store::with_db(db, StoreOptions::new().commit_mode(mode)))
             .unwrap_or_else(|e| panic!("opening the store at {}: {e}", path.display()))
     };
     let mut store = open();
