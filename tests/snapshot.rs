@@ -54,7 +54,18 @@ fn a_snapshot_taken_during_writes_is_one_commit() {
         writer.join().unwrap();
     });
     assert!(!dir.path().join("copy.db.part").exists());
-    // Over the database itself: refused.
+    // Over the database itself, by any name: refused.
     let err = db.save_snapshot(dir.path().join("live.db")).unwrap_err();
     assert_eq!(err.kind(), revkv::ErrorKind::InvalidOption);
+    let other_spelling = dir.path().join(".").join("live.db");
+    let err = db.save_snapshot(&other_spelling).unwrap_err();
+    assert_eq!(err.kind(), revkv::ErrorKind::InvalidOption, "{err}");
+    std::fs::hard_link(dir.path().join("live.db"), dir.path().join("alias.db")).unwrap();
+    let err = db.save_snapshot(dir.path().join("alias.db")).unwrap_err();
+    assert_eq!(err.kind(), revkv::ErrorKind::InvalidOption, "{err}");
+    // Nor through its temporary file.
+    std::fs::hard_link(dir.path().join("live.db"), dir.path().join("x.part")).unwrap();
+    let err = db.save_snapshot(dir.path().join("x")).unwrap_err();
+    assert_eq!(err.kind(), revkv::ErrorKind::InvalidOption, "{err}");
+    assert!(dir.path().join("live.db").exists());
 }

@@ -56,13 +56,21 @@ impl Db {
     /// ```
     pub fn save_snapshot(&self, path: impl AsRef<Path>) -> Result<SnapshotReport> {
         let path = path.as_ref();
-        if path == self.path() {
+        if path == self.path() || same_file(path, self.path()) {
+            // Renaming the copy over the live file would leave this handle
+            // committing to an unlinked file: every later commit lost.
             return Err(Error::InvalidOption(format!(
                 "cannot save a snapshot over the database itself ({})",
                 path.display()
             )));
         }
         let part = part_path(path);
+        if part == self.path() || same_file(&part, self.path()) {
+            return Err(Error::InvalidOption(format!(
+                "the snapshot's temporary file {} is the database itself",
+                part.display()
+            )));
+        }
         match std::fs::remove_file(&part) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -111,6 +119,21 @@ impl Db {
         })?;
         sync_parent(path)?;
         Ok(report)
+    }
+}
+
+/// Whether two paths name one file (through links or different spellings).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
     }
 }
 
