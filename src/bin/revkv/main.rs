@@ -129,7 +129,10 @@ enum AlarmCommand {
 enum SnapshotCommand {
     /// Writes a consistent copy of the database to FILE while it stays in
     /// use, then checks the copy.
-    Save { file: PathBuf },
+    Save {
+        /// Where the copy goes (replaced if it exists).
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -152,9 +155,14 @@ enum Command {
     },
     /// Deletes a key or a range.
     Del(DelArgs),
-    /// Runs a transaction read from standard input in etcdctl's format:
-    /// compares, success requests and failure requests, blocks separated by
-    /// an empty line (e.g. `mod("k") > "0"`, then `put k "v"`, then `get k`).
+    /// Runs a transaction read from standard input (etcdctl's format).
+    ///
+    /// Three blocks separated by an empty line: compares, requests run when
+    /// they all hold, requests run otherwise. A compare is
+    /// `TARGET("KEY") OP "VALUE"` (TARGET: value, version, create, mod,
+    /// lease; OP: =, !=, <, >); a request is a put, get or del line as on the
+    /// command line. Example: `mod("k") > "0"`, empty line, `put k "v"`,
+    /// empty line, `get k`.
     Txn,
     /// Compacts history below REV.
     Compaction { rev: i64 },
@@ -185,9 +193,12 @@ enum Command {
         #[arg(long, default_value_t = 1024)]
         value_bytes: usize,
     },
-    /// Runs one benchmark phase of the etcd peer's workload and prints one
-    /// JSON line: load N VALUE_SIZE, open, range, first, paged LIMIT,
-    /// get M, txn M, churn VALUE_SIZE.
+    /// Runs one benchmark phase and prints one JSON line.
+    ///
+    /// The etcd peer's phases (../shared/peers): load N VALUE_SIZE, open,
+    /// range, first, paged LIMIT, get M, txn M, churn VALUE_SIZE; and
+    /// revkv's own: stream [CHUNK_KEYS], streams N, watch WATCHERS PUTS
+    /// THREADS PACE_MS.
     Bench {
         /// The phase.
         phase: String,
