@@ -180,9 +180,18 @@ fn ops_inputs_replay_against_the_model() {
             revkv::fuzzing::ops(&path, &bytes);
         }
     }
-    let seed = 0x0dd5_eed5;
-    eprintln!("ops: splitmix64 seed {seed:#x}, 300 inputs");
-    for (i, input) in ops_inputs(seed, 300).iter().enumerate() {
+    // REVKV_OPS_INPUTS=N runs more (a soak on stable Rust, without cargo
+    // fuzz); REVKV_OPS_SEED picks another sequence.
+    let n: usize = std::env::var("REVKV_OPS_INPUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let seed: u64 = std::env::var("REVKV_OPS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x0dd5_eed5);
+    eprintln!("ops: splitmix64 seed {seed:#x}, {n} inputs");
+    for (i, input) in ops_inputs(seed, n).iter().enumerate() {
         eprintln!("ops input {i} of seed {seed:#x}");
         revkv::fuzzing::ops(&path, input);
     }
