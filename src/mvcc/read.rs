@@ -77,6 +77,8 @@ pub struct LiveAt<'a> {
     cursor: TableCursor<'a>,
     rev: u64,
     bound: Option<Vec<u8>>,
+    /// The range is one key: after its version nothing else can match.
+    single: bool,
     entry: Option<(&'a [u8], &'a [u8])>,
     scratch: Vec<u8>,
 }
@@ -96,6 +98,7 @@ impl<'a> LiveAt<'a> {
             cursor,
             rev,
             bound: end.kv_bound(start),
+            single: *end == RangeEnd::Single,
             entry,
             scratch: Vec::new(),
         })
@@ -124,7 +127,13 @@ impl<'a> LiveAt<'a> {
                 continue;
             }
             let record = Record::decode(v)?;
-            self.skip_key(escaped)?;
+            if self.single {
+                // A point read stops here: stepping past the key's older
+                // versions could cross into a leaf the read never needs.
+                self.entry = None;
+            } else {
+                self.skip_key(escaped)?;
+            }
             if record.tombstone {
                 continue;
             }
