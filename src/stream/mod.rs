@@ -14,7 +14,7 @@
 //! * [`StreamMode::Pinned`] reads from one snapshot. Compaction and
 //!   defragmentation cannot break it; the pages it can see are kept from
 //!   reuse until it ends or is dropped ([`Stats::pinned_pages`](crate::Stats)
-//!   shows how many, [`StreamMetrics::pinned`] how many streams and for how
+//!   shows how many, [`StreamMetricsSnapshot::pinned`] how many streams and for how
 //!   long).
 //! * [`StreamMode::Resumable`] holds nothing between chunks: each chunk opens
 //!   a snapshot, checks that the stream's revision is not compacted, reads,
