@@ -176,24 +176,14 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         prev_kv,
                     })
                     .map_err(|e| e.kind());
-                let want = m.put(&key, &value, lease, prev_kv).map(|r| {
-                    match r.responses.into_iter().next() {
-                        Some(revkv::mvcc::ResponseOp::Put(p)) => p,
-                        _ => unreachable!(),
-                    }
-                });
+                let want = m.put(&key, &value, lease, prev_kv);
                 prop_assert_eq!(got, want, "{}", ctx);
             }
             Op::Delete { key, end, prev_kv } => {
                 let got = store
                     .delete_range(&key, &end, prev_kv)
                     .map_err(|e| e.kind());
-                let want = m.delete_range(&key, &end, prev_kv).map(|r| {
-                    match r.responses.into_iter().next() {
-                        Some(revkv::mvcc::ResponseOp::DeleteRange(d)) => d,
-                        _ => unreachable!(),
-                    }
-                });
+                let want = m.delete_range(&key, &end, prev_kv);
                 prop_assert_eq!(got, want, "{}", ctx);
             }
             Op::Range { mut req, back } => {

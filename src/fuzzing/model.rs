@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use crate::mvcc::{
     Compare, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue, PutRequest,
-    RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
+    TxnResponse,
 };
 use crate::ErrorKind;
 
@@ -314,15 +315,15 @@ impl Model {
         })
     }
 
-    /// A put, as a one-operation transaction.
+    /// A put, as a one-operation transaction, answered as `Store::put_with`.
     pub fn put(
         &mut self,
         key: &[u8],
         value: &[u8],
         lease: i64,
         prev_kv: bool,
-    ) -> Result<TxnResponse, ErrorKind> {
-        self.txn(&TxnRequest {
+    ) -> Result<PutResponse, ErrorKind> {
+        let r = self.txn(&TxnRequest {
             compare: vec![],
             success: vec![RequestOp::Put(PutRequest {
                 key: key.to_vec(),
@@ -331,17 +332,22 @@ impl Model {
                 prev_kv,
             })],
             failure: vec![],
-        })
+        })?;
+        match r.responses.into_iter().next() {
+            Some(ResponseOp::Put(p)) => Ok(p),
+            other => panic!("the model answered a put with {other:?}"),
+        }
     }
 
-    /// A delete, as a one-operation transaction.
+    /// A delete, as a one-operation transaction, answered as
+    /// `Store::delete_range`.
     pub fn delete_range(
         &mut self,
         key: &[u8],
         end: &[u8],
         prev_kv: bool,
-    ) -> Result<TxnResponse, ErrorKind> {
-        self.txn(&TxnRequest {
+    ) -> Result<DeleteRangeResponse, ErrorKind> {
+        let r = self.txn(&TxnRequest {
             compare: vec![],
             success: vec![RequestOp::DeleteRange(DeleteRangeRequest {
                 key: key.to_vec(),
@@ -349,7 +355,11 @@ impl Model {
                 prev_kv,
             })],
             failure: vec![],
-        })
+        })?;
+        match r.responses.into_iter().next() {
+            Some(ResponseOp::DeleteRange(d)) => Ok(d),
+            other => panic!("the model answered a delete with {other:?}"),
+        }
     }
 
     /// How many versions a store compacted at `self.compacted` still holds:

@@ -17,7 +17,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use super::model::Model;
 use crate::mvcc::{
     CommitMode, Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest,
-    RangeOptions, RangeRequest, RequestOp, ResponseOp, Store, StoreOptions, TxnRequest,
+    RangeOptions, RangeRequest, RequestOp, Store, StoreOptions, TxnRequest,
 };
 use crate::stream::{StreamMode, StreamOptions};
 use crate::watch::WatchOptions;
@@ -289,12 +289,7 @@ fn run_op(store: &Store, m: &mut Model, op: &FuzzOp, step: usize) {
                 prev_kv,
             };
             let got = store.put_with(req.clone()).map_err(|e| e.kind());
-            let want = m.put(&req.key, &req.value, req.lease, prev_kv).map(|r| {
-                match r.responses.into_iter().next() {
-                    Some(ResponseOp::Put(p)) => p,
-                    other => panic!("the model answered a put with {other:?}"),
-                }
-            });
+            let want = m.put(&req.key, &req.value, req.lease, prev_kv);
             assert_eq!(got, want, "{}", ctx());
         }
         FuzzOp::Delete {
@@ -305,12 +300,7 @@ fn run_op(store: &Store, m: &mut Model, op: &FuzzOp, step: usize) {
             let got = store
                 .delete_range(&key(k), &end(e), prev_kv)
                 .map_err(|e| e.kind());
-            let want = m.delete_range(&key(k), &end(e), prev_kv).map(|r| {
-                match r.responses.into_iter().next() {
-                    Some(ResponseOp::DeleteRange(d)) => d,
-                    other => panic!("the model answered a delete with {other:?}"),
-                }
-            });
+            let want = m.delete_range(&key(k), &end(e), prev_kv);
             assert_eq!(got, want, "{}", ctx());
         }
         FuzzOp::Range {
