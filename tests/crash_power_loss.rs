@@ -50,14 +50,22 @@ fn contents(db: &Db) -> State {
 
 /// Runs the core workload, returning the recorded operations and the state
 /// after each acknowledged commit.
-fn core_workload(path: &Path, durability: Durability, seed: u64) -> (Vec<IoOp>, Vec<State>) {
+fn core_workload(
+    path: &Path,
+    durability: Durability,
+    write_ahead: bool,
+    seed: u64,
+) -> (Vec<IoOp>, Vec<State>) {
     let io = Arc::new(RecordingIo::new());
-    let db = Options::new()
+    let mut opts = Options::new()
         .page_size(512)
         .durability(durability)
-        .io_observer(io.clone())
-        .open(path)
-        .unwrap();
+        .io_observer(io.clone());
+    if write_ahead {
+        // Every sync writes the held pages ahead, then commits.
+        opts = opts.write_ahead_min_pages(1);
+    }
+    let db = opts.open(path).unwrap();
     let mut states = vec![State::new()];
     io.mark(0);
     io.mark(SYNCED);
@@ -183,9 +191,9 @@ fn replay(
     images
 }
 
-fn core_power_loss(durability: Durability, seed: u64) {
+fn core_power_loss(durability: Durability, write_ahead: bool, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let (ops, states) = core_workload(&dir.path().join("db"), durability, seed);
+    let (ops, states) = core_workload(&dir.path().join("db"), durability, write_ahead, seed);
     let images = replay(&ops, dir.path(), seed, |path, acked, synced, ctx| {
         let Some(acked) = acked else {
             // Not even creation was acknowledged: an error is fine, but a
@@ -225,12 +233,17 @@ fn core_power_loss(durability: Durability, seed: u64) {
 
 #[test]
 fn core_survives_power_loss_at_every_point() {
-    core_power_loss(Durability::Immediate, 0x5eed_0001);
+    core_power_loss(Durability::Immediate, false, 0x5eed_0001);
 }
 
 #[test]
 fn core_unsynced_commits_survive_power_loss_up_to_the_last_sync() {
-    core_power_loss(Durability::None, 0x5eed_0002);
+    core_power_loss(Durability::None, false, 0x5eed_0002);
+}
+
+#[test]
+fn syncs_that_write_ahead_survive_power_loss_at_every_point() {
+    core_power_loss(Durability::None, true, 0x5eed_0004);
 }
 
 #[test]
@@ -303,6 +316,23 @@ fn store_survives_power_loss_at_every_point() {
     );
 }
 
+/// Commits `n` rows `PREFIXnnnn` = `value` to table "t".
+fn insert_rows(
+    db: &Db,
+    durability: Durability,
+    prefix: &str,
+    n: u32,
+    value: &[u8],
+) -> revkv::Result<()> {
+    let mut w = db.begin_write()?;
+    w.set_durability(durability);
+    let t = w.open_table("t")?;
+    for i in 0..n {
+        w.insert(t, format!("{prefix}{i:04}").as_bytes(), value)?;
+    }
+    w.commit()
+}
+
 /// Fails each write, sync and length change of one commit in turn.
 #[test]
 fn a_failed_write_or_sync_never_loses_or_corrupts() {
@@ -316,23 +346,11 @@ fn a_failed_write_or_sync_never_loses_or_corrupts() {
             .io_observer(io.clone())
             .open(&path)
             .unwrap();
-        let mut w = db.begin_write().unwrap();
-        let t = w.open_table("t").unwrap();
-        for i in 0..200u32 {
-            w.insert(t, format!("old{i:04}").as_bytes(), &[1; 50])
-                .unwrap();
-        }
-        w.commit().unwrap();
+        insert_rows(&db, Durability::Immediate, "old", 200, &[1; 50]).unwrap();
         let before = contents(&db);
         let start = io.calls();
         io.fail_at(start + n, false);
-        let mut w = db.begin_write().unwrap();
-        let t = w.open_table("t").unwrap();
-        for i in 0..300u32 {
-            w.insert(t, format!("new{i:04}").as_bytes(), &[2; 60])
-                .unwrap();
-        }
-        let result = w.commit();
+        let result = insert_rows(&db, Durability::Immediate, "new", 300, &[2; 60]);
         io.heal();
         if result.is_ok() {
             // n passed the commit's last operation: every point was covered.
@@ -361,6 +379,64 @@ fn a_failed_write_or_sync_never_loses_or_corrupts() {
                 let after = contents(&db);
                 assert!(
                     after == before || after.len() == before.len() + 300,
+                    "operation {n}: reopened to a third state"
+                );
+            }
+        }
+        n += 1;
+    }
+}
+
+/// Fails each write, sync and length change of a sync that writes its
+/// held pages ahead, in turn: the sync fails cleanly, reads go on, and the
+/// file reopens to the state before it or after it.
+#[test]
+fn a_failed_write_ahead_never_loses_or_corrupts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    loop {
+        let path = dir.path().join(format!("db-{n}"));
+        let io = Arc::new(RecordingIo::new());
+        let db = Options::new()
+            .page_size(512)
+            .durability(Durability::None)
+            .write_ahead_min_pages(1)
+            .io_observer(io.clone())
+            .open(&path)
+            .unwrap();
+        insert_rows(&db, Durability::Immediate, "old", 200, &[1; 50]).unwrap();
+        let before = contents(&db);
+        for round in 0..3 {
+            insert_rows(&db, Durability::None, &format!("new{round}"), 100, &[2; 60]).unwrap();
+        }
+        let after = contents(&db);
+        let start = io.calls();
+        io.fail_at(start + n, false);
+        let result = db.sync();
+        io.heal();
+        if result.is_ok() {
+            assert!(
+                n > 3,
+                "a sync that writes ahead makes several writes and syncs"
+            );
+            break;
+        }
+        assert_eq!(contents(&db), after, "operation {n}: reads go on");
+        match db.sync() {
+            Ok(()) => {
+                drop(db);
+                let db = Db::open(&path).unwrap();
+                db.check().unwrap();
+                assert_eq!(contents(&db), after, "operation {n}: the retried sync");
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Poisoned, "operation {n}: {e}");
+                drop(db);
+                let db = Db::open(&path).unwrap();
+                db.check().unwrap();
+                let got = contents(&db);
+                assert!(
+                    got == before || got == after,
                     "operation {n}: reopened to a third state"
                 );
             }

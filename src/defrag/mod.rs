@@ -164,6 +164,7 @@ impl Db {
                 let released = w.shrink();
                 w.commit()?;
                 report.longest_batch = report.longest_batch.max(start.elapsed());
+                report.longest_batch = report.longest_batch.max(self.trim_file());
                 if released == 0 {
                     break;
                 }

@@ -19,7 +19,7 @@ use crate::txn::{TxnRead, WriteTxn};
 
 /// Log entries one batch visits (more when one revision has more changes:
 /// a revision is never split between batches).
-pub const BATCH: usize = 1000;
+pub const BATCH: usize = 50;
 
 /// Runs one batch of the physical compaction toward `target`, starting after
 /// revision `progress`. Returns the new progress and whether it is done.

@@ -12,6 +12,7 @@ mod open;
 mod pages;
 pub(crate) mod read;
 mod readers;
+mod sync;
 pub(crate) mod table;
 pub(crate) mod write;
 
@@ -84,6 +85,7 @@ pub struct Options {
     pub(crate) create: bool,
     pub(crate) unwritten_limit: usize,
     pub(crate) lock_timeout: Duration,
+    pub(crate) write_ahead_min: u64,
     #[cfg(feature = "fault-injection")]
     pub(crate) observer: Option<Arc<dyn crate::storage::file::IoObserver>>,
 }
@@ -105,6 +107,7 @@ impl Options {
             create: true,
             unwritten_limit: DEFAULT_UNWRITTEN_LIMIT,
             lock_timeout: Duration::ZERO,
+            write_ahead_min: sync::WRITE_AHEAD_MIN_PAGES,
             #[cfg(feature = "fault-injection")]
             observer: None,
         }
@@ -168,6 +171,15 @@ impl Options {
     #[cfg(feature = "fault-injection")]
     pub fn io_observer(mut self, observer: Arc<dyn crate::storage::file::IoObserver>) -> Options {
         self.observer = Some(observer);
+        self
+    }
+
+    /// The fewest pages held in memory for which a sync writes them ahead,
+    /// outside the writer lock (see `txn::sync`); tests lower it to reach
+    /// that path with small workloads.
+    #[cfg(feature = "fault-injection")]
+    pub fn write_ahead_min_pages(mut self, pages: u64) -> Options {
+        self.write_ahead_min = pages;
         self
     }
 
@@ -258,6 +270,23 @@ pub(crate) struct Writer {
     /// Pages (first page of a run) in [`Shared::unwritten`] that the last
     /// commit still reaches: what the next write-out must write.
     pub unwritten_live: BTreeSet<PageId>,
+    /// Pages in [`Shared::unwritten`] that the last commit still reaches and
+    /// that a sync's write-ahead already put in the file and synced: the
+    /// next write-out retires them without writing them again.
+    pub written_ahead: BTreeSet<PageId>,
+    /// Pages a write-ahead in flight is writing (see `txn::sync`): not
+    /// reused until it ends.
+    pub writing_ahead: BTreeSet<PageId>,
+    /// The length a shrink left the file to be truncated to, in bytes: see
+    /// [`Db::trim_file`].
+    pub trim_to: Option<u64>,
+    /// Runs freed for reuse while a write-ahead wrote them.
+    pub deferred: Vec<(PageId, u64)>,
+    /// Every page of commits up to this one that later commits still reach
+    /// is on stable storage (a write-ahead synced them), though no meta of
+    /// that commit need be: what a meta's `synced_txid` records. At least
+    /// `synced_txid` once a durable commit passes it.
+    pub data_synced_txid: u64,
     /// Pages written out by each commit, kept in memory until no snapshot
     /// older than that commit (which looks for them there) is open.
     pub retired: VecDeque<(u64, Vec<PageId>)>,
@@ -300,6 +329,13 @@ impl Writer {
     /// Makes freed runs reusable and drops what memory held of them.
     fn release(&mut self, runs: Vec<(PageId, u64)>, unwritten: &UnwrittenPages) {
         for (id, len) in runs {
+            if self.writing_ahead.contains(&id) {
+                // A write-ahead in flight still writes this run's old
+                // contents: reusing it now would let that write land on
+                // the new ones.
+                self.deferred.push((id, len));
+                continue;
+            }
             self.free.insert(id, len);
             self.pending_pages -= len;
             if unwritten.bytes() > 0 {
@@ -309,6 +345,13 @@ impl Writer {
                 self.recycle(old.into_iter());
             }
         }
+    }
+
+    /// Ends a write-ahead: runs freed while it wrote become reusable.
+    pub fn end_write_ahead(&mut self, unwritten: &UnwrittenPages) {
+        self.writing_ahead.clear();
+        let runs = std::mem::take(&mut self.deferred);
+        self.release(runs, unwritten);
     }
 
     pub fn recycle(&mut self, bufs: impl Iterator<Item = Box<[u8]>>) {
@@ -330,6 +373,10 @@ pub(crate) struct Shared {
     pub unwritten: UnwrittenPages,
     /// See [`Options::unwritten_limit`].
     pub unwritten_limit: usize,
+    /// The fewest in-memory pages that make a sync write ahead.
+    pub write_ahead_min: u64,
+    /// Held for a whole sync's write-ahead rounds: one at a time.
+    pub syncing: Mutex<()>,
     pub state: Mutex<State>,
     pub writer: Arc<Mutex<Writer>>,
     serial: AtomicU64,
@@ -486,48 +533,6 @@ impl Db {
         check::check(&self.begin_read()?)
     }
 
-    /// Makes every commit so far durable (see [`Durability::None`]) and
-    /// records that in the meta page, so the next open verifies nothing.
-    /// Waits for the current write transaction to end. Also done when the
-    /// last handle closes.
-    pub fn sync(&self) -> Result<()> {
-        if self.shared.read_only {
-            return Ok(());
-        }
-        self.commit_durably()?;
-        self.mark_synced()
-    }
-
-    /// The first half of [`Db::sync`]: a durable commit if any commit is
-    /// unsynced (unsynced commits wrote no free list and no meta: a durable
-    /// commit with no changes of its own writes both).
-    fn commit_durably(&self) -> Result<()> {
-        let unsynced = {
-            let w = self.shared.writer.lock();
-            w.synced_txid < w.meta.txid
-        };
-        if unsynced {
-            let mut w = self.begin_write()?;
-            w.force();
-            w.set_durability(Durability::Immediate);
-            w.commit()?;
-        }
-        Ok(())
-    }
-
-    /// The second half of [`Db::sync`]: marks the last commit synced in its
-    /// meta, so the next open verifies nothing.
-    fn mark_synced(&self) -> Result<()> {
-        let mut w = self.shared.writer.lock();
-        if w.written_txid != w.meta.txid {
-            // An unsynced commit slipped in after the durable one: its pages
-            // are in memory, so its meta must not be marked synced.
-            // Everything before the sync is durable already.
-            return Ok(());
-        }
-        sync_writer(&self.shared, &mut w)
-    }
-
     /// Whether open had to pass over a damaged meta page or an incomplete
     /// newer commit, and why. `None` after a clean open. After power loss
     /// during a commit this names the commit that was rolled back; on a file
@@ -547,56 +552,45 @@ impl Db {
     pub fn max_key_len(&self) -> usize {
         self.shared.limits.max_key
     }
+
+    /// Truncates the file to the length the last shrink left it (see
+    /// `WriteTxn::shrink`), at most [`TRIM_STEP`] bytes per hold of the
+    /// writer lock: a large truncation takes the file system hundreds of
+    /// milliseconds, which writers would otherwise wait out in one piece.
+    /// Never cuts below the pages in use when the step runs. Returns the
+    /// longest step.
+    pub(crate) fn trim_file(&self) -> Duration {
+        let ps = self.shared.limits.page_size as u64;
+        let mut longest = Duration::ZERO;
+        loop {
+            let mut w = self.shared.writer.lock();
+            let start = std::time::Instant::now();
+            let Some(target) = w.trim_to else {
+                return longest;
+            };
+            // Commits since the shrink may have allocated past the target.
+            let floor = target.max(w.meta.hwm * ps);
+            if w.file_len <= floor {
+                w.trim_to = None;
+                return longest;
+            }
+            let len = floor.max(w.file_len.saturating_sub(TRIM_STEP) / ps * ps);
+            if let Err(e) = self.shared.file.set_len(len) {
+                write::log_ignored("truncating the file after a shrink", &e);
+                w.trim_to = None;
+                return longest;
+            }
+            w.file_len = len;
+            // Readers that start now bound their page reads by the new end.
+            self.shared.state.lock().snapshot.file_pages = len / ps;
+            self.shared.publish_space(&w);
+            longest = longest.max(start.elapsed());
+        }
+    }
 }
 
-/// Syncs the file if commits are unsynced, then writes a copy of the last
-/// meta saying everything up to it is durable, and syncs again. After this
-/// the next open verifies nothing, and damage to the last commit's pages is
-/// reported as corruption instead of being taken for a commit that power
-/// loss interrupted.
-///
-/// The copy goes to the other slot, never over the meta it copies: a write
-/// torn by power loss then destroys only the older meta, which the durable
-/// commit no longer needs, and open falls back to the original.
-fn sync_writer(shared: &Shared, w: &mut Writer) -> Result<()> {
-    if let Some(why) = &w.poisoned {
-        return Err(crate::Error::Poisoned(why.clone()));
-    }
-    if w.meta.synced_txid == w.meta.txid {
-        return Ok(());
-    }
-    assert_eq!(
-        w.written_txid, w.meta.txid,
-        "only a commit whose pages are all in the file can be marked synced"
-    );
-    let ps = shared.limits.page_size;
-    let data_synced = w.synced_txid == w.meta.txid;
-    let mut meta = w.meta;
-    meta.synced_txid = meta.txid;
-    meta.written_pages = 0;
-    let mut buf = vec![0u8; ps];
-    meta.encode(&mut buf);
-    let result = (if data_synced {
-        Ok(())
-    } else {
-        shared.file.sync()
-    })
-    .and_then(|()| shared.file.write_at(&buf, (1 - w.meta_slot) * ps as u64))
-    .and_then(|()| shared.file.sync());
-    if let Err(e) = result {
-        w.poisoned = Some(format!("syncing transaction {}: {e}", meta.txid));
-        return Err(crate::Error::io(
-            format!("syncing transaction {}", meta.txid),
-            e,
-        ));
-    }
-    w.meta = meta;
-    w.synced_txid = meta.txid;
-    w.meta_slot = 1 - w.meta_slot;
-    w.durable_slot = w.meta_slot;
-    w.unsynced_pages = 0;
-    Ok(())
-}
+/// Bytes [`Db::trim_file`] truncates per hold of the writer lock.
+pub(crate) const TRIM_STEP: u64 = 32 << 20;
 
 impl Drop for Db {
     fn drop(&mut self) {

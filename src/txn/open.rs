@@ -125,6 +125,11 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         unsynced_pages: 0,
         written_txid: meta.txid,
         unwritten_live: BTreeSet::new(),
+        written_ahead: BTreeSet::new(),
+        writing_ahead: BTreeSet::new(),
+        deferred: Vec::new(),
+        trim_to: None,
+        data_synced_txid: meta.txid,
         retired: VecDeque::new(),
     };
     let shared = Arc::new(Shared {
@@ -135,6 +140,8 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         verified,
         unwritten: UnwrittenPages::new(),
         unwritten_limit: opts.unwritten_limit,
+        write_ahead_min: opts.write_ahead_min,
+        syncing: Mutex::new(()),
         state: Mutex::new(State {
             snapshot: Published::new(&meta, len / ps as u64, meta.txid),
             mapping,

@@ -53,7 +53,7 @@ pub const MAX_VALUE_LEN: usize = (1 << 31) - 1;
 /// Bytes of a free-list entry: first page u64, length u64.
 const FREELIST_ENTRY: usize = 16;
 /// Largest write handed to the operating system at once.
-const MAX_WRITE: usize = 8 << 20;
+pub(super) const MAX_WRITE: usize = 8 << 20;
 
 type DirtyPages = HashMap<PageId, Box<[u8]>, BuildHasherDefault<PageHasher>>;
 
@@ -491,7 +491,7 @@ impl WriteTxn {
             synced_txid: if barrier {
                 self.txid
             } else {
-                self.writer.synced_txid
+                self.writer.synced_txid.max(self.writer.data_synced_txid)
             },
         };
         // Phase 1: data pages. A failure here leaves the old state intact:
@@ -664,13 +664,15 @@ impl WriteTxn {
         for &(id, len) in &freed {
             w.unreferenced.insert(id, len);
             w.unwritten_live.remove(&id);
+            w.written_ahead.remove(&id);
         }
         if write_out {
             // Pages this handle wrote are known good.
             for (&id, buf) in &dirty {
                 self.shared.verified.insert(id, (buf.len() / ps) as u64);
             }
-            let held = std::mem::take(&mut w.unwritten_live);
+            let mut held = std::mem::take(&mut w.unwritten_live);
+            held.append(&mut w.written_ahead);
             for &id in &held {
                 if let Some(buf) = unwritten.get(id) {
                     self.shared.verified.insert(id, (buf.len() / ps) as u64);
@@ -731,12 +733,10 @@ impl WriteTxn {
             }
         }
         if self.shrunk && durable {
-            // The shorter file is what the durable meta describes now.
-            let len = meta.hwm * ps as u64;
-            match self.shared.file.set_len(len) {
-                Ok(()) => w.file_len = len,
-                Err(e) => log_ignored("truncating the file after a shrink", &e),
-            }
+            // The shorter file is what the durable meta describes now. The
+            // truncation itself can take a while (ext4 frees about 2 GB/s
+            // here), so it is left to `Db::trim_file`, a step per lock hold.
+            w.trim_to = Some(meta.hwm * ps as u64);
         }
         self.allocated.clear();
         let mut state = self.shared.state.lock();
@@ -987,7 +987,7 @@ impl std::fmt::Debug for WriteTxn {
 
 /// A failure that costs nothing but space (the file stays longer than it
 /// needs to be); reported on standard error only in debug builds.
-fn log_ignored(what: &str, e: &std::io::Error) {
+pub(super) fn log_ignored(what: &str, e: &std::io::Error) {
     if cfg!(debug_assertions) {
         eprintln!("revkv: {what} failed: {e}");
     }

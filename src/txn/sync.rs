@@ -1,0 +1,408 @@
+//! Syncing: making unsynced commits durable.
+//!
+//! Commits made with [`Durability::None`] keep their pages in memory
+//! ([`Shared::unwritten`]) and write no meta. A sync makes all of them
+//! durable in up to three steps:
+//!
+//! 1. **Write-ahead**, when the last commit reaches many pages held in
+//!    memory: pin a snapshot of that commit, write those pages to their
+//!    places in the file and sync them, *without* the writer lock, so
+//!    writers keep committing while the disk works. Sound because every such
+//!    page was allocated after the last durable commit (it is free in every
+//!    meta on disk, so no fallback needs what it overwrites) and the pinned
+//!    snapshot keeps it from being freed for reuse or dropped from memory
+//!    while it is written. Afterwards, under the lock, the pages the last
+//!    commit still reaches move to `written_ahead`, and `data_synced_txid`
+//!    records that every page of the snapshot's commit is on stable storage.
+//! 2. **A durable commit** (under the writer lock): writes what is still only
+//!    in memory (pages of commits made during step 1), a free list and a
+//!    meta, and syncs once. Its meta's `synced_txid` is the snapshot's commit,
+//!    so open verifies only the pages written after it.
+//! 3. **The synced marker** (explicit syncs and the last handle's close, not
+//!    the batched store's periodic syncs): a copy of that meta in the other
+//!    slot saying everything is synced, so the next open verifies nothing.
+
+use std::collections::BTreeSet;
+
+use super::write::{MAX_WRITE, VERIFY_BUDGET};
+use super::{Db, Durability, Shared, Writer};
+use crate::error::{Error, PageId, Result};
+
+/// Default of the fewest in-memory pages that make a sync write ahead: below
+/// it, the durable commit writes them with its single sync, and a
+/// write-ahead would only add a sync.
+pub(crate) const WRITE_AHEAD_MIN_PAGES: u64 = VERIFY_BUDGET;
+/// Most write-ahead rounds per sync: each writes what commits made during
+/// the previous one left in memory, which shrinks as long as the disk
+/// outpaces the writers; when it does not, the commit writes the rest.
+const WRITE_AHEAD_ROUNDS: usize = 4;
+
+/// Pages copied for a write-ahead, and what to record once they are synced.
+struct WriteAhead {
+    /// Runs of neighbouring pages: first page, contents.
+    runs: Vec<(PageId, Vec<u8>)>,
+    /// The commit whose pages these are.
+    txid: u64,
+    /// The last durable commit and the unsynced pages when copied.
+    counted: (u64, u64),
+    /// Whether every page of that commit held in memory was copied.
+    complete: bool,
+}
+
+impl Db {
+    /// Makes every commit so far durable (see [`Durability::None`]) and
+    /// records that in the meta page, so the next open verifies nothing.
+    /// Writers wait only for the final, short part: the bulk of the pages
+    /// goes to the file while they keep committing. Also done when the last
+    /// handle closes.
+    pub fn sync(&self) -> Result<()> {
+        if self.shared.read_only {
+            return Ok(());
+        }
+        self.sync_unmarked()?;
+        self.mark_synced()
+    }
+
+    /// Steps 1 and 2 of a sync: every commit so far durable, without the
+    /// marker (a batched store syncs this way; open then verifies at most
+    /// the pages of the commits after the write-ahead).
+    pub(crate) fn sync_unmarked(&self) -> Result<()> {
+        if self.shared.read_only {
+            return Ok(());
+        }
+        let _one_sync_at_a_time = self.shared.syncing.lock();
+        // Writers keep committing during a write-ahead, so what is left
+        // for the commit shrinks round by round while the disk keeps up.
+        for _ in 0..WRITE_AHEAD_ROUNDS {
+            if !self.write_ahead()? {
+                break;
+            }
+        }
+        self.commit_durably()
+    }
+
+    /// Step 1: copies the pages the last commit holds in memory (under the
+    /// writer lock: a memory copy, milliseconds), then writes them to the
+    /// file and syncs without the lock. Returns whether it wrote anything.
+    fn write_ahead(&self) -> Result<bool> {
+        match self.begin_write_ahead()? {
+            Some(ahead) => self.finish_write_ahead(ahead).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// The locked half of a write-ahead: copies the pages and marks them
+    /// not reusable until [`Db::finish_write_ahead`]. `None` if too few
+    /// pages are held in memory to be worth it.
+    fn begin_write_ahead(&self) -> Result<Option<WriteAhead>> {
+        let shared = &*self.shared;
+        let ps = shared.limits.page_size as u64;
+        let mut w = shared.writer.lock();
+        if let Some(why) = &w.poisoned {
+            return Err(Error::Poisoned(why.clone()));
+        }
+        if (w.unwritten_live.len() as u64) < shared.write_ahead_min {
+            return Ok(None);
+        }
+        debug_assert!(w.writing_ahead.is_empty() && w.deferred.is_empty());
+        let file_pages = w.file_len / ps;
+        let mut runs: Vec<(PageId, Vec<u8>)> = Vec::new();
+        let mut ids = BTreeSet::new();
+        let mut complete = true;
+        let mut next = 0;
+        // Ascending ids (a BTreeSet's order): neighbours coalesce.
+        for &id in &w.unwritten_live {
+            let Some(buf) = shared.unwritten.get(id) else {
+                return Err(Error::corrupt(id, "a page held in memory is missing"));
+            };
+            let span = buf.len() as u64 / ps;
+            if id + span > file_pages {
+                // Beyond the file's end: the commit grows the file and
+                // writes it (unsynced until its own sync, so the commit
+                // must not claim this write-ahead's commit synced).
+                complete = false;
+                continue;
+            }
+            match runs.last_mut() {
+                Some((_, run)) if id == next && run.len() + buf.len() <= MAX_WRITE => {
+                    run.extend_from_slice(buf)
+                }
+                _ => runs.push((id, buf.to_vec())),
+            }
+            next = id + span;
+            ids.insert(id);
+        }
+        w.writing_ahead = ids;
+        Ok(Some(WriteAhead {
+            runs,
+            txid: w.meta.txid,
+            counted: (w.synced_txid, w.unsynced_pages),
+            complete,
+        }))
+    }
+
+    /// The unlocked half: writes and syncs the copied pages, then records
+    /// what is on stable storage now and makes pages freed meanwhile
+    /// reusable.
+    fn finish_write_ahead(&self, ahead: WriteAhead) -> Result<()> {
+        let shared = &*self.shared;
+        let ps = shared.limits.page_size as u64;
+        let txid = ahead.txid;
+        let result = ahead
+            .runs
+            .iter()
+            .try_for_each(|(start, run)| {
+                shared
+                    .file
+                    .write_at(run, start * ps)
+                    .map_err(|e| Error::io(format!("writing ahead pages at {start}"), e))
+            })
+            .and_then(|()| {
+                shared.file.sync().map_err(|e| {
+                    // A failed sync may have dropped any unsynced page,
+                    // earlier write-outs' included, and a later sync could
+                    // still succeed: only reopening (which verifies) tells
+                    // what the disk holds.
+                    let what = format!("syncing pages written ahead of transaction {txid}");
+                    shared.writer.lock().poisoned = Some(format!("{what}: {e}"));
+                    Error::io(what, e)
+                })
+            });
+        let mut w = shared.writer.lock();
+        if result.is_ok() {
+            let pages = ahead
+                .runs
+                .iter()
+                .map(|(_, run)| run.len() as u64 / ps)
+                .sum();
+            let synced = if ahead.complete {
+                Synced::Commit(txid)
+            } else {
+                Synced::Pages(pages)
+            };
+            record_write_ahead(&mut w, ahead.counted, synced);
+        }
+        w.end_write_ahead(&shared.unwritten);
+        result
+    }
+
+    /// Step 2: a durable commit if any commit is unsynced (unsynced commits
+    /// wrote no free list and no meta: a durable commit with no changes of
+    /// its own writes both).
+    pub(super) fn commit_durably(&self) -> Result<()> {
+        let unsynced = {
+            let w = self.shared.writer.lock();
+            w.synced_txid < w.meta.txid
+        };
+        if unsynced {
+            let mut w = self.begin_write()?;
+            w.force();
+            w.set_durability(Durability::Immediate);
+            w.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Step 3: marks the last commit synced in its meta, so the next open
+    /// verifies nothing.
+    pub(super) fn mark_synced(&self) -> Result<()> {
+        let mut w = self.shared.writer.lock();
+        if w.written_txid != w.meta.txid {
+            // An unsynced commit slipped in after the durable one: its pages
+            // are in memory, so its meta must not be marked synced.
+            // Everything before the sync is durable already.
+            return Ok(());
+        }
+        sync_writer(&self.shared, &mut w)
+    }
+}
+
+/// What a finished write-ahead put on stable storage.
+enum Synced {
+    /// Every page of this commit (and so of every earlier one) that later
+    /// commits reach.
+    Commit(u64),
+    /// Only these many pages: some of the commit's were beyond the file's
+    /// end, so open must still verify back to the last durable commit, and
+    /// these pages count among those it may visit.
+    Pages(u64),
+}
+
+/// Records a finished write-ahead: the pages it wrote that the last commit
+/// still reaches need not be written again. `counted` is the last durable
+/// commit and the pages written but unsynced then: a write-ahead of a whole
+/// commit synced those too, unless a durable commit came since (the count
+/// then started again from zero, with pages newer than the write-ahead).
+fn record_write_ahead(w: &mut Writer, counted: (u64, u64), synced: Synced) {
+    let ahead = std::mem::take(&mut w.writing_ahead);
+    for id in &ahead {
+        // A page freed since is not in `unwritten_live` any more; one
+        // written out since by a commit was retired with it.
+        if w.unwritten_live.remove(id) {
+            w.written_ahead.insert(*id);
+        }
+    }
+    w.writing_ahead = ahead;
+    match synced {
+        Synced::Commit(txid) => {
+            let (synced_then, unsynced_then) = counted;
+            if w.synced_txid == synced_then {
+                debug_assert!(w.unsynced_pages >= unsynced_then);
+                w.unsynced_pages -= unsynced_then;
+            }
+            w.data_synced_txid = w.data_synced_txid.max(txid);
+        }
+        Synced::Pages(pages) => w.unsynced_pages += pages,
+    }
+}
+
+/// Syncs the file if commits are unsynced, then writes a copy of the last
+/// meta saying everything up to it is durable, and syncs again. After this
+/// the next open verifies nothing, and damage to the last commit's pages is
+/// reported as corruption instead of being taken for a commit that power
+/// loss interrupted.
+///
+/// The copy goes to the other slot, never over the meta it copies: a write
+/// torn by power loss then destroys only the older meta, which the durable
+/// commit no longer needs, and open falls back to the original.
+fn sync_writer(shared: &Shared, w: &mut Writer) -> Result<()> {
+    if let Some(why) = &w.poisoned {
+        return Err(Error::Poisoned(why.clone()));
+    }
+    if w.meta.synced_txid == w.meta.txid {
+        return Ok(());
+    }
+    assert_eq!(
+        w.written_txid, w.meta.txid,
+        "only a commit whose pages are all in the file can be marked synced"
+    );
+    let ps = shared.limits.page_size;
+    let data_synced = w.synced_txid == w.meta.txid;
+    let mut meta = w.meta;
+    meta.synced_txid = meta.txid;
+    meta.written_pages = 0;
+    let mut buf = vec![0u8; ps];
+    meta.encode(&mut buf);
+    let result = (if data_synced {
+        Ok(())
+    } else {
+        shared.file.sync()
+    })
+    .and_then(|()| shared.file.write_at(&buf, (1 - w.meta_slot) * ps as u64))
+    .and_then(|()| shared.file.sync());
+    if let Err(e) = result {
+        w.poisoned = Some(format!("syncing transaction {}: {e}", meta.txid));
+        return Err(Error::io(format!("syncing transaction {}", meta.txid), e));
+    }
+    w.meta = meta;
+    w.synced_txid = meta.txid;
+    w.data_synced_txid = meta.txid;
+    w.meta_slot = 1 - w.meta_slot;
+    w.durable_slot = w.meta_slot;
+    w.unsynced_pages = 0;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Options, TxnRead};
+
+    fn commit(db: &Db, durability: Durability, prefix: &str, value: Option<u8>) {
+        let mut w = db.begin_write().unwrap();
+        w.set_durability(durability);
+        let t = w.open_table("t").unwrap();
+        for i in 0..120 {
+            let key = format!("{prefix}{i:03}");
+            match value {
+                Some(v) => w.insert(t, key.as_bytes(), &[v; 100]).unwrap(),
+                None => w.remove(t, key.as_bytes()).unwrap(),
+            };
+        }
+        w.commit().unwrap();
+    }
+
+    fn contents(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let r = db.begin_read().unwrap();
+        let t = r.open_table("t").unwrap();
+        r.range(t, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+            .unwrap()
+            .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<Result<_>>()
+            .unwrap()
+    }
+
+    /// A database whose syncs always write ahead, with room inside the
+    /// file (written, then freed, durably) and unsynced pages in that room.
+    fn with_pages_held(path: &std::path::Path) -> Db {
+        let mut opts = Options::new().page_size(512).durability(Durability::None);
+        opts.write_ahead_min = 1;
+        let db = opts.open(path).unwrap();
+        commit(&db, Durability::Immediate, "k", Some(1));
+        commit(&db, Durability::Immediate, "k", None);
+        commit(&db, Durability::None, "a", Some(2));
+        db
+    }
+
+    /// Pages freed and reused while a write-ahead writes their old contents
+    /// wait for it to end: its late write never lands on a newer page that a
+    /// durable commit already put in the file.
+    #[test]
+    fn a_write_ahead_never_overwrites_a_page_reused_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let db = with_pages_held(&path);
+        // Unsynced pages copied by a write-ahead...
+        let ahead = db
+            .begin_write_ahead()
+            .unwrap()
+            .expect("pages held in memory");
+        assert!(!ahead.runs.is_empty() && ahead.complete);
+        // ...then freed, their room taken by new pages, which a durable
+        // commit writes to the file before the write-ahead writes.
+        commit(&db, Durability::None, "a", None);
+        commit(&db, Durability::None, "b", Some(3));
+        commit(&db, Durability::Immediate, "c", Some(4));
+        assert!(
+            !db.shared.writer.lock().deferred.is_empty(),
+            "nothing was freed meanwhile"
+        );
+        db.finish_write_ahead(ahead).unwrap();
+        db.check().unwrap();
+        let expected: Vec<_> = (0..120)
+            .map(|i| (format!("b{i:03}").into_bytes(), vec![3u8; 100]))
+            .chain((0..120).map(|i| (format!("c{i:03}").into_bytes(), vec![4u8; 100])))
+            .collect();
+        assert_eq!(contents(&db), expected);
+        drop(db);
+        let db = Options::new().open(&path).unwrap();
+        assert!(db.recovery().is_none(), "{:?}", db.recovery());
+        db.check().unwrap();
+        assert_eq!(contents(&db), expected);
+    }
+
+    /// A sync that writes ahead leaves a meta whose `synced_txid` is the
+    /// written-ahead commit, and the file as a crash right after it would
+    /// leave it opens to the synced state with nothing to recover.
+    #[test]
+    fn a_sync_with_a_write_ahead_is_durable_and_opens_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let db = with_pages_held(&path);
+        commit(&db, Durability::None, "b", Some(3));
+        db.sync_unmarked().unwrap();
+        let w = db.shared.writer.lock();
+        assert_eq!(w.synced_txid, w.meta.txid);
+        assert!(w.unwritten_live.is_empty() && w.written_ahead.is_empty());
+        drop(w);
+        // What the disk holds now, before the last handle's marker.
+        let copy = dir.path().join("copy");
+        std::fs::write(&copy, std::fs::read(&path).unwrap()).unwrap();
+        let expected = contents(&db);
+        drop(db);
+        let db = Options::new().read_only(true).open(&copy).unwrap();
+        assert!(db.recovery().is_none(), "{:?}", db.recovery());
+        db.check().unwrap();
+        assert_eq!(contents(&db), expected);
+    }
+}
