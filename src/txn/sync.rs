@@ -308,11 +308,14 @@ mod tests {
     use super::*;
     use crate::{Options, TxnRead};
 
+    /// Rows per commit: a few pages' worth (small, for Miri's sake).
+    const ROWS: usize = 30;
+
     fn commit(db: &Db, durability: Durability, prefix: &str, value: Option<u8>) {
         let mut w = db.begin_write().unwrap();
         w.set_durability(durability);
         let t = w.open_table("t").unwrap();
-        for i in 0..120 {
+        for i in 0..ROWS {
             let key = format!("{prefix}{i:03}");
             match value {
                 Some(v) => w.insert(t, key.as_bytes(), &[v; 100]).unwrap(),
@@ -369,9 +372,9 @@ mod tests {
         );
         db.finish_write_ahead(ahead).unwrap();
         db.check().unwrap();
-        let expected: Vec<_> = (0..120)
+        let expected: Vec<_> = (0..ROWS)
             .map(|i| (format!("b{i:03}").into_bytes(), vec![3u8; 100]))
-            .chain((0..120).map(|i| (format!("c{i:03}").into_bytes(), vec![4u8; 100])))
+            .chain((0..ROWS).map(|i| (format!("c{i:03}").into_bytes(), vec![4u8; 100])))
             .collect();
         assert_eq!(contents(&db), expected);
         drop(db);
