@@ -24,7 +24,7 @@
 
 use std::collections::BTreeSet;
 
-use super::write::{MAX_WRITE, VERIFY_BUDGET};
+use super::write::{PageRuns, VERIFY_BUDGET};
 use super::{Db, Durability, Shared, Writer};
 use crate::error::{Error, PageId, Result};
 
@@ -107,31 +107,29 @@ impl Db {
         debug_assert!(w.writing_ahead.is_empty() && w.deferred.is_empty());
         let file_pages = w.file_len / ps;
         let mut runs: Vec<(PageId, Vec<u8>)> = Vec::new();
+        let mut keep = |start: PageId, run: &mut Vec<u8>| {
+            runs.push((start, std::mem::take(run)));
+            Ok(())
+        };
+        let mut gathered = PageRuns::new(ps);
         let mut ids = BTreeSet::new();
         let mut complete = true;
-        let mut next = 0;
         // Ascending ids (a BTreeSet's order): neighbours coalesce.
         for &id in &w.unwritten_live {
             let Some(buf) = shared.unwritten.get(id) else {
                 return Err(Error::corrupt(id, "a page held in memory is missing"));
             };
-            let span = buf.len() as u64 / ps;
-            if id + span > file_pages {
+            if id + buf.len() as u64 / ps > file_pages {
                 // Beyond the file's end: the commit grows the file and
                 // writes it (unsynced until its own sync, so the commit
                 // must not claim this write-ahead's commit synced).
                 complete = false;
                 continue;
             }
-            match runs.last_mut() {
-                Some((_, run)) if id == next && run.len() + buf.len() <= MAX_WRITE => {
-                    run.extend_from_slice(buf)
-                }
-                _ => runs.push((id, buf.to_vec())),
-            }
-            next = id + span;
+            gathered.push(id, buf, &mut keep)?;
             ids.insert(id);
         }
+        gathered.finish(&mut keep)?;
         w.writing_ahead = ids;
         Ok(Some(WriteAhead {
             runs,
@@ -234,15 +232,13 @@ enum Synced {
 /// commit synced those too, unless a durable commit came since (the count
 /// then started again from zero, with pages newer than the write-ahead).
 fn record_write_ahead(w: &mut Writer, counted: (u64, u64), synced: Synced) {
-    let ahead = std::mem::take(&mut w.writing_ahead);
-    for id in &ahead {
+    for id in &w.writing_ahead {
         // A page freed since is not in `unwritten_live` any more; one
         // written out since by a commit was retired with it.
         if w.unwritten_live.remove(id) {
             w.written_ahead.insert(*id);
         }
     }
-    w.writing_ahead = ahead;
     match synced {
         Synced::Commit(txid) => {
             let (synced_then, unsynced_then) = counted;

@@ -55,6 +55,60 @@ const FREELIST_ENTRY: usize = 16;
 /// Largest write handed to the operating system at once.
 pub(super) const MAX_WRITE: usize = 8 << 20;
 
+/// Gathers pages given in ascending order into runs of neighbours, at most
+/// [`MAX_WRITE`] bytes each, handing each finished run to a sink (one
+/// `pwrite` per run). The sink may keep the run's buffer or clear it for
+/// reuse.
+pub(super) struct PageRuns {
+    run: Vec<u8>,
+    start: PageId,
+    next: PageId,
+    page_size: u64,
+}
+
+impl PageRuns {
+    pub fn new(page_size: u64) -> PageRuns {
+        PageRuns {
+            run: Vec::new(),
+            start: 0,
+            next: 0,
+            page_size,
+        }
+    }
+
+    /// Appends the page (or overflow run) `buf` at `id`, above every id
+    /// pushed before.
+    pub fn push(
+        &mut self,
+        id: PageId,
+        buf: &[u8],
+        sink: &mut impl FnMut(PageId, &mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        debug_assert!(self.run.is_empty() || id >= self.next, "pages out of order");
+        if !self.run.is_empty() && (id != self.next || self.run.len() + buf.len() > MAX_WRITE) {
+            sink(self.start, &mut self.run)?;
+            self.run.clear();
+        }
+        if self.run.is_empty() {
+            self.start = id;
+        }
+        self.run.extend_from_slice(buf);
+        self.next = id + buf.len() as u64 / self.page_size;
+        Ok(())
+    }
+
+    /// Hands over the last run.
+    pub fn finish(
+        mut self,
+        sink: &mut impl FnMut(PageId, &mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        if self.run.is_empty() {
+            return Ok(());
+        }
+        sink(self.start, &mut self.run)
+    }
+}
+
 type DirtyPages = HashMap<PageId, Box<[u8]>, BuildHasherDefault<PageHasher>>;
 
 struct TableState {
@@ -614,9 +668,13 @@ impl WriteTxn {
         );
         ids.sort_unstable();
         let unwritten = &self.shared.unwritten;
-        let mut run: Vec<u8> = Vec::new();
-        let mut run_start = 0;
-        let mut next = 0;
+        let mut write = |start: PageId, run: &mut Vec<u8>| {
+            file.write_at(run, start * ps)
+                .map_err(|e| Error::io(format!("writing pages at {start}"), e))?;
+            run.clear();
+            Ok(())
+        };
+        let mut runs = PageRuns::new(ps);
         for id in ids {
             let Some(buf) = self
                 .dirty
@@ -629,21 +687,9 @@ impl WriteTxn {
                     "an unwritten page to write out is not held",
                 ));
             };
-            if !run.is_empty() && (id != next || run.len() + buf.len() > MAX_WRITE) {
-                file.write_at(&run, run_start * ps)
-                    .map_err(|e| Error::io(format!("writing pages at {run_start}"), e))?;
-                run.clear();
-            }
-            if run.is_empty() {
-                run_start = id;
-            }
-            run.extend_from_slice(buf);
-            next = id + (buf.len() as u64 / ps);
+            runs.push(id, buf, &mut write)?;
         }
-        if !run.is_empty() {
-            file.write_at(&run, run_start * ps)
-                .map_err(|e| Error::io(format!("writing pages at {run_start}"), e))?;
-        }
+        runs.finish(&mut write)?;
         if barrier {
             file.sync().map_err(|e| {
                 Error::io(format!("syncing the data of transaction {}", self.txid), e)
