@@ -17,8 +17,10 @@
 //! removed only once no open snapshot can reach the page it holds: after
 //! the page was freed and every snapshot older than the freeing commit ended,
 //! or after it was written to the file and every snapshot older than that
-//! write ended. A reader therefore never sees an entry change or vanish
-//! under it, which is what makes handing out plain slices sound.
+//! write ended; and never while a sync's write-ahead (`txn::sync`), which
+//! reads entries without the writer lock, is writing it. A reader therefore
+//! never sees an entry change or vanish under it, which is what makes
+//! handing out plain slices sound.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

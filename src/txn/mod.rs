@@ -136,7 +136,9 @@ impl Options {
     /// ones still in use; pages that a later commit of the same batch
     /// replaces (a tree's root and branches, rewritten by every commit) are
     /// never written at all. Past this limit a commit writes them out
-    /// without syncing. 0 writes every commit's pages at once.
+    /// without syncing. 0 writes every commit's pages at once. Pages that a
+    /// sync is writing in the background do not count (they leave memory
+    /// when it ends), so memory may briefly hold up to twice the limit.
     pub fn unwritten_limit(mut self, bytes: usize) -> Options {
         self.unwritten_limit = bytes;
         self
@@ -287,9 +289,23 @@ pub(crate) struct Writer {
     /// that commit need be: what a meta's `synced_txid` records. At least
     /// `synced_txid` once a durable commit passes it.
     pub data_synced_txid: u64,
-    /// Pages written out by each commit, kept in memory until no snapshot
-    /// older than that commit (which looks for them there) is open.
-    pub retired: VecDeque<(u64, Vec<PageId>)>,
+    /// Pages put in the file (by a write-out or a write-ahead) that
+    /// snapshots from before that still look for in memory.
+    pub retired: VecDeque<Retired>,
+    /// Bytes of the pages a write-ahead in flight is writing: they leave
+    /// memory when it ends, so they do not count towards the unwritten
+    /// limit meanwhile.
+    pub writing_ahead_bytes: usize,
+}
+
+/// Pages in the file whose copies in memory wait for older snapshots.
+pub(crate) struct Retired {
+    /// Snapshots of commits before this one may read the pages from memory.
+    pub read_before: u64,
+    /// The newest commit whose buffers these are: a buffer with a later txid
+    /// is a newer page at a reused id, and stays.
+    pub written: u64,
+    pub ids: Vec<PageId>,
 }
 
 impl Writer {
@@ -297,16 +313,19 @@ impl Writer {
     /// snapshot, or all if none) and already durable to the free set.
     pub fn release_pending(&mut self, oldest: Option<u64>, unwritten: &UnwrittenPages) {
         let seen = |txid: u64| oldest.is_some_and(|o| txid > o);
-        while let Some((txid, _)) = self.retired.front() {
-            if seen(*txid) {
+        while let Some(front) = self.retired.front() {
+            // A write-ahead in flight reads its pages from memory without
+            // the lock: nothing leaves memory until it ends.
+            if seen(front.read_before) || !self.writing_ahead.is_empty() {
                 break;
             }
-            let (txid, ids) = self.retired.pop_front().expect("front exists");
-            for id in ids {
-                // SAFETY: every snapshot that predates the write-out has
-                // ended, and later ones read pages this old from the file.
-                // A newer page at a reused id is kept.
-                let old = unsafe { unwritten.remove_if(id, |b| Header(b).txid() <= txid) };
+            let r = self.retired.pop_front().expect("front exists");
+            for id in r.ids {
+                // SAFETY: every snapshot that predates the write has ended,
+                // later ones read pages this old from the file, and no
+                // write-ahead is reading memory. A newer page at a reused id
+                // is kept.
+                let old = unsafe { unwritten.remove_if(id, |b| Header(b).txid() <= r.written) };
                 self.recycle(old.into_iter());
             }
         }
@@ -330,9 +349,10 @@ impl Writer {
     fn release(&mut self, runs: Vec<(PageId, u64)>, unwritten: &UnwrittenPages) {
         for (id, len) in runs {
             if self.writing_ahead.contains(&id) {
-                // A write-ahead in flight still writes this run's old
-                // contents: reusing it now would let that write land on
-                // the new ones.
+                // A write-ahead in flight still reads this run from memory
+                // and writes it: reusing it now would let that write land
+                // on the new contents, and dropping it would pull the bytes
+                // from under the write.
                 self.deferred.push((id, len));
                 continue;
             }
@@ -340,7 +360,8 @@ impl Writer {
             self.pending_pages -= len;
             if unwritten.bytes() > 0 {
                 // SAFETY: the run was freed by a commit that every open
-                // snapshot is at or past: none of them reaches it.
+                // snapshot is at or past: none of them reaches it, and no
+                // write-ahead reads it (deferred above).
                 let old = unsafe { unwritten.remove_if(id, |_| true) };
                 self.recycle(old.into_iter());
             }
@@ -350,6 +371,7 @@ impl Writer {
     /// Ends a write-ahead: runs freed while it wrote become reusable.
     pub fn end_write_ahead(&mut self, unwritten: &UnwrittenPages) {
         self.writing_ahead.clear();
+        self.writing_ahead_bytes = 0;
         let runs = std::mem::take(&mut self.deferred);
         self.release(runs, unwritten);
     }

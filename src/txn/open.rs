@@ -131,6 +131,7 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         trim_to: None,
         data_synced_txid: meta.txid,
         retired: VecDeque::new(),
+        writing_ahead_bytes: 0,
     };
     let shared = Arc::new(Shared {
         file,

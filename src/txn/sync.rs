@@ -4,28 +4,29 @@
 //! ([`Shared::unwritten`]) and write no meta. A sync makes all of them
 //! durable in up to three steps:
 //!
-//! 1. **Write-ahead**, when the last commit reaches many pages held in
-//!    memory: pin a snapshot of that commit, write those pages to their
-//!    places in the file and sync them, *without* the writer lock, so
-//!    writers keep committing while the disk works. Sound because every such
-//!    page was allocated after the last durable commit (it is free in every
-//!    meta on disk, so no fallback needs what it overwrites) and the pinned
-//!    snapshot keeps it from being freed for reuse or dropped from memory
-//!    while it is written. Afterwards, under the lock, the pages the last
-//!    commit still reaches move to `written_ahead`, and `data_synced_txid`
-//!    records that every page of the snapshot's commit is on stable storage.
+//! 1. **Write-ahead**, when the last commit `T` reaches many pages held in
+//!    memory: list them under the writer lock, then write them to their
+//!    places in the file and sync them *without* the lock, reading them
+//!    straight from memory, so writers keep committing while the disk works.
+//!    Sound because every such page was allocated after the last durable
+//!    commit (it is free in every meta on disk, so no fallback needs what it
+//!    overwrites), and until the write-ahead ends a listed page that a commit
+//!    frees is neither reused nor dropped from memory (`Writer::release`
+//!    defers it, `Writer::release_pending` holds back retirements).
+//!    Afterwards, under the lock, if every page `T` held was listed, every
+//!    page of commits up to `T` that later commits reach is on stable
+//!    storage: `data_synced_txid` records it, new snapshots read those pages
+//!    from the file, and memory lets go of them once older snapshots end.
 //! 2. **A durable commit** (under the writer lock): writes what is still only
 //!    in memory (pages of commits made during step 1), a free list and a
-//!    meta, and syncs once. Its meta's `synced_txid` is the snapshot's commit,
+//!    meta, and syncs once. Its meta's `synced_txid` is the written-ahead commit,
 //!    so open verifies only the pages written after it.
 //! 3. **The synced marker** (explicit syncs and the last handle's close, not
 //!    the batched store's periodic syncs): a copy of that meta in the other
 //!    slot saying everything is synced, so the next open verifies nothing.
 
-use std::collections::BTreeSet;
-
 use super::write::{PageRuns, VERIFY_BUDGET};
-use super::{Db, Durability, Shared, Writer};
+use super::{Db, Durability, Retired, Shared, Writer};
 use crate::error::{Error, PageId, Result};
 
 /// Default of the fewest in-memory pages that make a sync write ahead: below
@@ -37,15 +38,19 @@ pub(crate) const WRITE_AHEAD_MIN_PAGES: u64 = VERIFY_BUDGET;
 /// outpaces the writers; when it does not, the commit writes the rest.
 const WRITE_AHEAD_ROUNDS: usize = 4;
 
-/// Pages copied for a write-ahead, and what to record once they are synced.
+/// The pages a write-ahead writes, and what to record once they are synced.
 struct WriteAhead {
-    /// Runs of neighbouring pages: first page, contents.
-    runs: Vec<(PageId, Vec<u8>)>,
+    /// The pages (first page of each run) held in memory, ascending; their
+    /// entries stay put until the write-ahead ends (see `Writer::release`
+    /// and `Writer::release_pending`), so they are read without the lock.
+    ids: Vec<PageId>,
+    /// Their size in pages.
+    pages: u64,
     /// The commit whose pages these are.
     txid: u64,
-    /// The last durable commit and the unsynced pages when copied.
+    /// The last durable commit and the unsynced pages when taken.
     counted: (u64, u64),
-    /// Whether every page of that commit held in memory was copied.
+    /// Whether every page of that commit held in memory is among them.
     complete: bool,
 }
 
@@ -81,9 +86,9 @@ impl Db {
         self.commit_durably()
     }
 
-    /// Step 1: copies the pages the last commit holds in memory (under the
-    /// writer lock: a memory copy, milliseconds), then writes them to the
-    /// file and syncs without the lock. Returns whether it wrote anything.
+    /// Step 1: takes note of the pages the last commit holds in memory
+    /// (under the writer lock, briefly), then writes them to the file and
+    /// syncs without the lock. Returns whether it wrote anything.
     fn write_ahead(&self) -> Result<bool> {
         match self.begin_write_ahead()? {
             Some(ahead) => self.finish_write_ahead(ahead).map(|()| true),
@@ -91,9 +96,10 @@ impl Db {
         }
     }
 
-    /// The locked half of a write-ahead: copies the pages and marks them
-    /// not reusable until [`Db::finish_write_ahead`]. `None` if too few
-    /// pages are held in memory to be worth it.
+    /// The locked half of a write-ahead: lists the pages and marks them
+    /// neither reusable nor removable from memory until
+    /// [`Db::finish_write_ahead`]. `None` if too few pages are held in
+    /// memory to be worth it.
     fn begin_write_ahead(&self) -> Result<Option<WriteAhead>> {
         let shared = &*self.shared;
         let ps = shared.limits.page_size as u64;
@@ -106,55 +112,63 @@ impl Db {
         }
         debug_assert!(w.writing_ahead.is_empty() && w.deferred.is_empty());
         let file_pages = w.file_len / ps;
-        let mut runs: Vec<(PageId, Vec<u8>)> = Vec::new();
-        let mut keep = |start: PageId, run: &mut Vec<u8>| {
-            runs.push((start, std::mem::take(run)));
-            Ok(())
-        };
-        let mut gathered = PageRuns::new(ps);
-        let mut ids = BTreeSet::new();
-        let mut complete = true;
-        // Ascending ids (a BTreeSet's order): neighbours coalesce.
+        let mut ids = Vec::with_capacity(w.unwritten_live.len());
+        let (mut pages, mut complete) = (0, true);
         for &id in &w.unwritten_live {
             let Some(buf) = shared.unwritten.get(id) else {
                 return Err(Error::corrupt(id, "a page held in memory is missing"));
             };
-            if id + buf.len() as u64 / ps > file_pages {
+            let span = buf.len() as u64 / ps;
+            if id + span > file_pages {
                 // Beyond the file's end: the commit grows the file and
                 // writes it (unsynced until its own sync, so the commit
                 // must not claim this write-ahead's commit synced).
                 complete = false;
                 continue;
             }
-            gathered.push(id, buf, &mut keep)?;
-            ids.insert(id);
+            ids.push(id);
+            pages += span;
         }
-        gathered.finish(&mut keep)?;
-        w.writing_ahead = ids;
+        w.writing_ahead = ids.iter().copied().collect();
+        w.writing_ahead_bytes = (pages * ps) as usize;
         Ok(Some(WriteAhead {
-            runs,
+            ids,
+            pages,
             txid: w.meta.txid,
             counted: (w.synced_txid, w.unsynced_pages),
             complete,
         }))
     }
 
-    /// The unlocked half: writes and syncs the copied pages, then records
-    /// what is on stable storage now and makes pages freed meanwhile
-    /// reusable.
+    /// The unlocked half: writes the pages, neighbours coalesced, and syncs
+    /// them, then records what is on stable storage now and makes pages
+    /// freed meanwhile reusable.
     fn finish_write_ahead(&self, ahead: WriteAhead) -> Result<()> {
         let shared = &*self.shared;
         let ps = shared.limits.page_size as u64;
         let txid = ahead.txid;
+        let mut write = |start: PageId, run: &mut Vec<u8>| {
+            shared
+                .file
+                .write_at(run, start * ps)
+                .map_err(|e| Error::io(format!("writing ahead pages at {start}"), e))?;
+            run.clear();
+            Ok(())
+        };
+        let mut runs = PageRuns::new(ps);
         let result = ahead
-            .runs
+            .ids
             .iter()
-            .try_for_each(|(start, run)| {
-                shared
-                    .file
-                    .write_at(run, start * ps)
-                    .map_err(|e| Error::io(format!("writing ahead pages at {start}"), e))
+            .try_for_each(|&id| {
+                // Held since `begin_write_ahead` listed it: entries in
+                // `writing_ahead` are neither replaced nor removed.
+                let buf = shared
+                    .unwritten
+                    .get(id)
+                    .ok_or_else(|| Error::corrupt(id, "a page being written ahead left memory"))?;
+                runs.push(id, buf, &mut write)
             })
+            .and_then(|()| runs.finish(&mut write))
             .and_then(|()| {
                 shared.file.sync().map_err(|e| {
                     // A failed sync may have dropped any unsynced page,
@@ -168,17 +182,12 @@ impl Db {
             });
         let mut w = shared.writer.lock();
         if result.is_ok() {
-            let pages = ahead
-                .runs
-                .iter()
-                .map(|(_, run)| run.len() as u64 / ps)
-                .sum();
             let synced = if ahead.complete {
                 Synced::Commit(txid)
             } else {
-                Synced::Pages(pages)
+                Synced::Pages(ahead.pages)
             };
-            record_write_ahead(&mut w, ahead.counted, synced);
+            record_write_ahead(shared, &mut w, ahead.counted, synced);
         }
         w.end_write_ahead(&shared.unwritten);
         result
@@ -232,14 +241,17 @@ enum Synced {
 /// commit and the pages written but unsynced then: a write-ahead of a whole
 /// commit synced those too, unless a durable commit came since (the count
 /// then started again from zero, with pages newer than the write-ahead).
-fn record_write_ahead(w: &mut Writer, counted: (u64, u64), synced: Synced) {
-    for id in &w.writing_ahead {
-        // A page freed since is not in `unwritten_live` any more; one
-        // written out since by a commit was retired with it.
-        if w.unwritten_live.remove(id) {
-            w.written_ahead.insert(*id);
-        }
-    }
+///
+/// After a whole commit `T` was written, every page of commits up to `T`
+/// that later commits reach is in the file: snapshots from now on read them
+/// there (the published `written` moves to `T`), and memory lets go of them
+/// once the snapshots that predate this have ended. Otherwise they stay in
+/// memory until the next write-out.
+fn record_write_ahead(shared: &Shared, w: &mut Writer, counted: (u64, u64), synced: Synced) {
+    // A page freed since is not in `unwritten_live` any more; one written
+    // out since by a commit was retired with it.
+    let written = std::mem::take(&mut w.writing_ahead);
+    let written = written.into_iter().filter(|id| w.unwritten_live.remove(id));
     match synced {
         Synced::Commit(txid) => {
             let (synced_then, unsynced_then) = counted;
@@ -248,8 +260,28 @@ fn record_write_ahead(w: &mut Writer, counted: (u64, u64), synced: Synced) {
                 w.unsynced_pages -= unsynced_then;
             }
             w.data_synced_txid = w.data_synced_txid.max(txid);
+            let ids: Vec<PageId> = written
+                .chain(std::mem::take(&mut w.written_ahead))
+                .collect();
+            let ps = shared.limits.page_size;
+            for &id in &ids {
+                if let Some(buf) = shared.unwritten.get(id) {
+                    shared.verified.insert(id, (buf.len() / ps) as u64);
+                }
+            }
+            w.written_txid = w.written_txid.max(txid);
+            w.retired.push_back(Retired {
+                read_before: w.meta.txid + 1,
+                written: txid,
+                ids,
+            });
+            let mut state = shared.state.lock();
+            state.snapshot.written = state.snapshot.written.max(w.written_txid);
         }
-        Synced::Pages(pages) => w.unsynced_pages += pages,
+        Synced::Pages(pages) => {
+            w.written_ahead.extend(written);
+            w.unsynced_pages += pages;
+        }
     }
 }
 
@@ -318,7 +350,10 @@ mod tests {
     }
 
     fn contents(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let r = db.begin_read().unwrap();
+        snapshot_contents(&db.begin_read().unwrap())
+    }
+
+    fn snapshot_contents(r: &crate::ReadTxn) -> Vec<(Vec<u8>, Vec<u8>)> {
         let t = r.open_table("t").unwrap();
         r.range(t, std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
             .unwrap()
@@ -356,7 +391,7 @@ mod tests {
             .begin_write_ahead()
             .unwrap()
             .expect("pages held in memory");
-        assert!(!ahead.runs.is_empty() && ahead.complete);
+        assert!(!ahead.ids.is_empty() && ahead.complete);
         // ...then freed, their room taken by new pages, which a durable
         // commit writes to the file before the write-ahead writes.
         commit(&db, Durability::None, "a", None);
@@ -443,5 +478,68 @@ mod tests {
         let r = contents(&db);
         assert!(r.iter().all(|(k, _)| k[0] != b'a'));
         assert!(r.iter().all(|(k, v)| k[0] != b'c' || v[0] == 3));
+    }
+
+    /// After a write-ahead of a whole commit, snapshots read its pages from
+    /// the file, and memory lets go of them once the snapshots that read
+    /// them from memory have ended (never while one still may).
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri the mapping is a copy of the file taken when it is made: it does not see pages rewritten in place, which these tests do"
+    )]
+    fn pages_written_ahead_leave_memory_once_older_snapshots_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let db = with_pages_held(&path);
+        let expected = contents(&db);
+        let older = db.begin_read().unwrap();
+        let ahead: Vec<PageId> = db
+            .shared
+            .writer
+            .lock()
+            .unwritten_live
+            .iter()
+            .copied()
+            .collect();
+        let txid = db.shared.writer.lock().meta.txid;
+        assert!(!ahead.is_empty());
+        // Whether memory holds the written-ahead version of any of them (a
+        // newer page at a reused id is another matter).
+        let held = || {
+            ahead.iter().any(|&id| {
+                db.shared
+                    .unwritten
+                    .get(id)
+                    .is_some_and(|b| crate::storage::page::Header(b).txid() <= txid)
+            })
+        };
+        assert!(db.write_ahead().unwrap());
+        assert_eq!(
+            db.shared.state.lock().snapshot.written,
+            db.shared.writer.lock().meta.txid
+        );
+        // A commit releases what no snapshot needs: `older` still reads
+        // the written-ahead pages from memory.
+        commit(&db, Durability::None, "z", Some(9));
+        assert!(held());
+        assert_eq!(snapshot_contents(&older), expected);
+        let newer = db.begin_read().unwrap();
+        let newer_expected = snapshot_contents(&newer);
+        assert_eq!(newer_expected.len(), 2 * ROWS);
+        drop(older);
+        commit(&db, Durability::None, "z", None);
+        assert!(!held());
+        // `newer` began after the write-ahead: it reads them from the file.
+        assert!(snapshot_contents(&newer) == newer_expected);
+        drop(newer);
+        assert_eq!(contents(&db), expected);
+        db.check().unwrap();
+        db.sync().unwrap();
+        drop(db);
+        let db = Options::new().open(&path).unwrap();
+        assert!(db.recovery().is_none(), "{:?}", db.recovery());
+        db.check().unwrap();
+        assert_eq!(contents(&db), expected);
     }
 }

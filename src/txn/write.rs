@@ -33,7 +33,7 @@ use super::pages::MappedPages;
 use super::table::{
     check_table_name, CursorInner, Entries, EntriesInner, Table, TableCursor, TableRecord, TxnRead,
 };
-use super::{Durability, Published, Shared, Writer};
+use super::{Durability, Published, Retired, Shared, Writer};
 use crate::btree::cursor::{Cursor, Range};
 use crate::btree::node::{Limits, Node, NodeMut};
 use crate::btree::write::{self as tree, PageStore};
@@ -507,8 +507,11 @@ impl WriteTxn {
         // An unsynced commit leaves its pages in memory; a durable one, or
         // one that would hold too much there, writes them and every page of
         // earlier unsynced commits still reachable ("writes out").
-        let write_out =
-            durable || self.shared.unwritten.bytes() + dirty_bytes > self.shared.unwritten_limit;
+        // Pages a write-ahead is writing leave memory when it ends: writing
+        // them out here too would only double the writes.
+        let held_bytes =
+            (self.shared.unwritten.bytes()).saturating_sub(self.writer.writing_ahead_bytes);
+        let write_out = durable || held_bytes + dirty_bytes > self.shared.unwritten_limit;
         // Only a durable commit writes a free list and a meta: an unsynced
         // commit's pages are reachable from no meta on disk until the next
         // durable commit or sync writes one, which is what makes losing them
@@ -727,7 +730,11 @@ impl WriteTxn {
             if !held.is_empty() {
                 // Snapshots from before this commit still look for these
                 // pages in memory: drop them once those have ended.
-                w.retired.push_back((self.txid, held.into_iter().collect()));
+                w.retired.push_back(Retired {
+                    read_before: self.txid,
+                    written: self.txid,
+                    ids: held.into_iter().collect(),
+                });
             }
             w.written_txid = self.txid;
             w.recycle(dirty.into_values());
