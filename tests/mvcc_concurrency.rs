@@ -105,3 +105,31 @@ fn batched_mode_syncs_in_the_background() {
     let store = Store::open(&path, StoreOptions::new()).unwrap();
     assert_eq!(store.current_revision().unwrap(), 602);
 }
+
+/// Half way to `max_writes` the background syncer starts a sync: the writes
+/// become durable though no writer reached `max_writes` and `max_delay` is
+/// an hour away.
+#[test]
+fn batched_mode_starts_a_sync_half_way_to_max_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mode = CommitMode::Batched {
+        max_writes: 100,
+        max_delay: Duration::from_secs(3600),
+    };
+    let store = Store::open(dir.path().join("s"), StoreOptions::new().commit_mode(mode)).unwrap();
+    for i in 0..50 {
+        store.put(format!("k{i}").as_bytes(), b"v").unwrap();
+    }
+    let last = store.db().stats().txid;
+    // The sync runs on the store's thread: wait for it to report, up to a
+    // deadline far beyond any sync's length.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while store.db().stats().synced_txid < last {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "50 writes of 100 not synced after 60 s: synced {} of {last}",
+            store.db().stats().synced_txid
+        );
+        std::thread::yield_now();
+    }
+}

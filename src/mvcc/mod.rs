@@ -73,7 +73,21 @@ pub enum CommitMode {
     /// Like etcd's backend batching: writes are committed at once (visible to
     /// readers, safe from a process crash) and synced every `max_writes`
     /// writes or `max_delay`, whichever comes first. Power loss loses at most
-    /// the writes since the last sync and never corrupts the store.
+    /// the writes since the last sync and never corrupts the store. Syncs run
+    /// on a background thread, which starts one early, at half of
+    /// `max_writes`; a writer syncs (and waits) itself only when `max_writes`
+    /// fill up before that.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use revkv::mvcc::{CommitMode, Store, StoreOptions};
+    /// use std::time::Duration;
+    /// let batched = CommitMode::Batched { max_writes: 10_000, max_delay: Duration::from_millis(100) };
+    /// let store = Store::open(dir.path().join("kv.db"), StoreOptions::new().commit_mode(batched))?;
+    /// store.put(b"k", b"v")?;
+    /// store.sync()?; // durable now, not at the next batch
+    /// # Ok::<(), revkv::Error>(())
+    /// ```
     Batched {
         /// Sync after this many writes.
         max_writes: u32,
@@ -218,15 +232,16 @@ struct Inner {
 
 /// The batched mode's background syncer.
 struct Syncer {
-    /// Dropping it wakes the thread and ends it.
-    _stop: mpsc::Sender<()>,
+    /// A message starts a sync now; dropping it wakes the thread and ends
+    /// it.
+    wake: mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(Syncer { _stop, thread }) = self.syncer.get_mut().take() {
-            drop(_stop);
+        if let Some(Syncer { wake, thread }) = self.syncer.get_mut().take() {
+            drop(wake);
             // The thread only syncs: it cannot panic in a way worth
             // propagating from a destructor.
             let _ = thread.join();
@@ -346,7 +361,7 @@ impl Store {
             }),
         };
         if let Some(delay) = syncer {
-            let (stop, rx) = mpsc::channel::<()>();
+            let (wake, rx) = mpsc::channel::<()>();
             // The thread holds its own database handle, not the store: the
             // store's drop stops and joins it, so the last handle (and the
             // file lock) goes away with the store, on the caller's thread.
@@ -355,8 +370,10 @@ impl Store {
             let thread = std::thread::Builder::new()
                 .name("revkv-syncer".into())
                 .spawn(move || {
-                    // Ends when the store is dropped (the sender goes away).
-                    while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(delay) {
+                    // Syncs every `max_delay`, or at once when writers
+                    // ask; ends when the store is dropped (the sender goes
+                    // away).
+                    while rx.recv_timeout(delay) != Err(mpsc::RecvTimeoutError::Disconnected) {
                         // The count is taken, not held, during the sync:
                         // writers count on (and sync themselves at
                         // `max_writes`) while the disk works.
@@ -367,10 +384,7 @@ impl Store {
                     }
                 })
                 .map_err(|e| Error::io("starting the sync thread", e))?;
-            *store.inner.syncer.lock() = Some(Syncer {
-                _stop: stop,
-                thread,
-            });
+            *store.inner.syncer.lock() = Some(Syncer { wake, thread });
         }
         if !store.inner.opts.read_only {
             store.finish_compaction()?;
@@ -700,12 +714,26 @@ impl Store {
     }
 
     /// Batched mode: sync once enough writes are unsynced.
+    ///
+    /// Half way to `max_writes` the background syncer is asked to start, so
+    /// writers go on while the disk works; a writer syncs itself (and
+    /// waits) only if `max_writes` fill up before that sync took them.
     fn after_commit(&self, writes: u32) -> Result<()> {
         if let CommitMode::Batched { max_writes, .. } = self.inner.opts.commit {
+            let half = (max_writes / 2).max(1);
             let due = {
                 let mut n = self.inner.unsynced.lock();
+                let before = *n;
                 *n += writes;
                 if *n < max_writes {
+                    let crossed_half = before < half && *n >= half;
+                    drop(n);
+                    if crossed_half {
+                        if let Some(syncer) = &*self.inner.syncer.lock() {
+                            // A send fails only while the store is dropped.
+                            let _ = syncer.wake.send(());
+                        }
+                    }
                     return Ok(());
                 }
                 std::mem::take(&mut *n)

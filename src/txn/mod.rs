@@ -223,6 +223,8 @@ pub(crate) struct Space {
     file_len: u64,
     hwm: u64,
     unreferenced: u64,
+    /// The last commit on stable storage.
+    synced_txid: u64,
     /// Pages freed by each commit newer than the oldest open snapshot (at
     /// the last trim): what readers pin.
     pending: VecDeque<(u64, u64)>,
@@ -429,6 +431,7 @@ impl Shared {
         s.file_len = w.file_len;
         s.hwm = w.meta.hwm;
         s.unreferenced = w.unreferenced.pages();
+        s.synced_txid = w.synced_txid;
         // Commits at or before every open snapshot pin nothing.
         match oldest {
             None => s.pending.clear(),
@@ -462,6 +465,9 @@ pub struct Stats {
     pub pinned_pages: u64,
     /// The id of the last commit.
     pub txid: u64,
+    /// The id of the last commit on stable storage: a crash loses the
+    /// commits after it (made with [`Durability::None`]), never this one.
+    pub synced_txid: u64,
     /// Read transactions open now.
     pub open_readers: usize,
     /// How long the longest-open read transaction has been open.
@@ -541,6 +547,7 @@ impl Db {
             free_pages: s.unreferenced - pinned,
             pinned_pages: pinned,
             txid: state.snapshot.txid,
+            synced_txid: s.synced_txid,
             open_readers: state.readers.open(),
             longest_reader: state.readers.longest_open(),
         }
