@@ -399,3 +399,68 @@ fn filters_prev_kv_and_progress() {
     drop((puts, deletes, quiet));
     assert_eq!(store.watch_metrics().watchers, 0);
 }
+
+/// Watchers of one range share its test of each revision's events, and
+/// watchers of other ranges polled in between (each overwriting what the
+/// revision remembers) still get exactly their own events, in revisions of
+/// one event, of a few and of more than the 32 a revision remembers.
+#[test]
+fn watchers_of_shared_and_different_ranges_take_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("s"), StoreOptions::new()).unwrap();
+    let ranges: [(&[u8], Vec<u8>); 4] = [
+        (b"/a/", prefix_end(b"/a/")),
+        (b"/a/07", Vec::new()),
+        (b"/b/", prefix_end(b"/b/")),
+        (b"/", vec![0]),
+    ];
+    // Three watchers per range, registered round-robin.
+    let mut watchers: Vec<(usize, Watcher)> = (0..12)
+        .map(|i| {
+            let (key, end) = &ranges[i % 4];
+            // One revision per pull, so the watchers take turns on each.
+            let opts = WatchOptions::new().max_events(1);
+            (i % 4, store.watch(key, end, opts).unwrap())
+        })
+        .collect();
+    let mut written: Vec<Vec<u8>> = Vec::new();
+    for batch in [1usize, 3, 40, 1, 33, 2] {
+        let success = (0..batch)
+            .map(|i| {
+                let key = format!("/{}/{:02}", if i % 3 == 0 { "b" } else { "a" }, i).into_bytes();
+                written.push(key.clone());
+                RequestOp::Put(PutRequest {
+                    key,
+                    value: vec![batch as u8],
+                    ..Default::default()
+                })
+            })
+            .collect();
+        store
+            .txn(TxnRequest {
+                success,
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    let current = store.current_revision().unwrap();
+    let mut got: Vec<Vec<Vec<u8>>> = vec![Vec::new(); watchers.len()];
+    while watchers.iter().any(|(_, w)| w.next_revision() <= current) {
+        for ((_, w), got) in watchers.iter_mut().zip(&mut got) {
+            w.try_visit(|e, _| got.push(e.kv.key.clone())).unwrap();
+        }
+    }
+    for ((range, _), got) in watchers.iter().zip(got) {
+        let (key, end) = &ranges[*range];
+        let want: Vec<Vec<u8>> = written
+            .iter()
+            .filter(|k| match end.as_slice() {
+                [] => k.as_slice() == *key,
+                [0] => k.as_slice() >= *key,
+                end => k.as_slice() >= *key && k.as_slice() < end,
+            })
+            .cloned()
+            .collect();
+        assert_eq!(got, want, "watcher of range {range}");
+    }
+}

@@ -4,9 +4,9 @@
 //! while anyone watches; and a signal that wakes waiters when the revision
 //! advances. The watch layer is built on this.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -53,13 +53,61 @@ struct Ring {
     /// The ring holds every revision in `(start, end]`, none missing.
     start: u64,
     end: u64,
-    revisions: VecDeque<(u64, Box<[Arc<Event>]>)>,
+    revisions: VecDeque<Revision>,
     bytes: usize,
+}
+
+/// One revision's events in the ring.
+struct Revision {
+    revision: u64,
+    events: Box<[Arc<Event>]>,
+    /// Which of the events lie in one watched range, remembered for the
+    /// next watcher of the same range: `range id << 32 | bit i set when
+    /// event i lies in it`, 0 for nothing remembered. Only revisions of at
+    /// most 32 events are remembered. Any watcher may overwrite it; the
+    /// answer for a given range never changes, so a reader that finds its
+    /// own range's id can trust the bits.
+    in_range: AtomicU64,
+}
+
+/// The most events of one revision whose range test is remembered.
+const REMEMBERED_EVENTS: usize = 32;
+
+/// A key range being watched, shared by every watcher of the same range so
+/// that each revision's events are tested against it once, whatever the
+/// number of its watchers.
+#[derive(Debug)]
+pub(crate) struct WatchedRange {
+    /// Unique among ranges alive or remembered in the ring; 0 when ids ran
+    /// out (such a range is tested per watcher, never remembered).
+    id: u32,
+    pub start: Vec<u8>,
+    pub end: RangeEnd,
+}
+
+impl WatchedRange {
+    /// Which of `events` (at most 32) lie in the range, as bits.
+    fn test(&self, events: &[Arc<Event>]) -> u32 {
+        events.iter().enumerate().fold(0, |bits, (i, e)| {
+            bits | (u32::from(self.end.contains(&self.start, &e.kv.key)) << i)
+        })
+    }
+}
+
+/// The watched ranges, deduplicated.
+struct Ranges {
+    by_bounds: HashMap<(Vec<u8>, RangeEnd), Weak<WatchedRange>>,
+    /// The last id handed out; ids are never reused, so a remembered test
+    /// in the ring can never be mistaken for another range's.
+    last_id: u32,
+    /// Size of `by_bounds` after its last sweep of dropped ranges.
+    swept_len: usize,
 }
 
 /// The in-memory tail of the change feed and the revision signal.
 pub(crate) struct Feed {
     ring: RwLock<Ring>,
+    ranges: Mutex<Ranges>,
     /// The last committed revision, readable without a lock.
     current: AtomicU64,
     /// Paired with `advanced`: held while the revision is stored and while a
@@ -89,6 +137,11 @@ impl Feed {
                 revisions: VecDeque::new(),
                 bytes: 0,
             }),
+            ranges: Mutex::new(Ranges {
+                by_bounds: HashMap::new(),
+                last_id: 0,
+                swept_len: 0,
+            }),
             current: AtomicU64::new(current),
             signal: Mutex::new(()),
             advanced: Condvar::new(),
@@ -117,17 +170,21 @@ impl Feed {
                 ring.start = after;
                 ring.end = after;
             } else {
-                for (rev, evs) in events {
+                for (revision, evs) in events {
                     ring.bytes += evs.iter().map(|e| event_bytes(e)).sum::<usize>();
-                    ring.revisions.push_back((rev, evs.into()));
+                    ring.revisions.push_back(Revision {
+                        revision,
+                        events: evs.into(),
+                        in_range: AtomicU64::new(0),
+                    });
                 }
                 ring.end = after;
                 while ring.bytes > RING_BYTES {
-                    let Some((rev, evs)) = ring.revisions.pop_front() else {
+                    let Some(oldest) = ring.revisions.pop_front() else {
                         break;
                     };
-                    ring.bytes -= evs.iter().map(|e| event_bytes(e)).sum::<usize>();
-                    ring.start = rev;
+                    ring.bytes -= oldest.events.iter().map(|e| event_bytes(e)).sum::<usize>();
+                    ring.start = oldest.revision;
                 }
             }
         }
@@ -154,28 +211,92 @@ impl Feed {
         self.revision()
     }
 
-    /// Visits the events of revisions from `from` on that the ring holds,
-    /// about `max_events` of them (whole revisions), and returns the last
-    /// revision visited; None if the ring no longer (or not yet) holds
+    /// The shared range for watching `[start, end)`: the same one for
+    /// every watcher of these bounds while any holds it.
+    pub fn watched_range(&self, start: &[u8], end: &RangeEnd) -> Arc<WatchedRange> {
+        let mut ranges = self.ranges.lock();
+        let bounds = (start.to_vec(), end.clone());
+        if let Some(range) = ranges.by_bounds.get(&bounds).and_then(Weak::upgrade) {
+            return range;
+        }
+        // Dropped ranges leave dead entries; sweep them whenever the map
+        // has doubled since the last sweep (amortized O(1) per watch).
+        if ranges.by_bounds.len() >= 2 * ranges.swept_len.max(32) {
+            ranges.by_bounds.retain(|_, r| r.strong_count() > 0);
+            ranges.swept_len = ranges.by_bounds.len();
+        }
+        let id = ranges.last_id.checked_add(1).unwrap_or(0);
+        if id != 0 {
+            ranges.last_id = id;
+        }
+        let range = Arc::new(WatchedRange {
+            id,
+            start: bounds.0.clone(),
+            end: bounds.1.clone(),
+        });
+        ranges.by_bounds.insert(bounds, Arc::downgrade(&range));
+        range
+    }
+
+    /// Visits the events of revisions from `from` on that the ring holds
+    /// and that lie in `range`, about `max_events` of them (whole
+    /// revisions, counting events out of the range too), and returns the
+    /// last revision visited; None if the ring no longer (or not yet) holds
     /// `from`. The ring stays read-locked during the visit: keep it short.
     pub fn visit_ring(
         &self,
         from: u64,
         max_events: usize,
+        range: &WatchedRange,
         mut visit: impl FnMut(&Arc<Event>),
     ) -> Option<u64> {
         let ring = self.ring.read();
         if from <= ring.start || from > ring.end + 1 {
             return None;
         }
-        let first = ring.revisions.partition_point(|(rev, _)| *rev < from);
+        // Every revision in (start, end] is held, in order, so `from` is at
+        // a known offset; the search is only a guard.
+        let dense = ring.revisions.len() as u64 == ring.end - ring.start;
+        debug_assert!(
+            dense,
+            "the ring misses a revision in ({}, {}]",
+            ring.start, ring.end
+        );
+        let first = if dense {
+            (from - ring.start - 1) as usize
+        } else {
+            ring.revisions.partition_point(|r| r.revision < from)
+        };
         let mut n = 0;
-        for (rev, evs) in ring.revisions.range(first..) {
+        for r in ring.revisions.range(first..) {
             if n >= max_events {
-                return Some(rev - 1);
+                return Some(r.revision - 1);
             }
-            n += evs.len();
-            evs.iter().for_each(&mut visit);
+            n += r.events.len();
+            if range.id == 0 || r.events.len() > REMEMBERED_EVENTS {
+                r.events
+                    .iter()
+                    .filter(|e| range.end.contains(&range.start, &e.kv.key))
+                    .for_each(&mut visit);
+                continue;
+            }
+            // Relaxed: the word carries no other data; its value for a
+            // given id is the same whoever wrote it.
+            let remembered = r.in_range.load(Ordering::Relaxed);
+            let mut bits = if remembered >> 32 == u64::from(range.id) {
+                remembered as u32
+            } else {
+                let bits = range.test(&r.events);
+                r.in_range.store(
+                    u64::from(range.id) << 32 | u64::from(bits),
+                    Ordering::Relaxed,
+                );
+                bits
+            };
+            while bits != 0 {
+                visit(&r.events[bits.trailing_zeros() as usize]);
+                bits &= bits - 1;
+            }
         }
         Some(ring.end)
     }

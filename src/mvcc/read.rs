@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::txn::{Table, TableCursor, TxnRead};
 
 /// The upper end of a user-key range, as etcd reads `range_end`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RangeEnd {
     /// Only the start key (`range_end` empty).
     Single,

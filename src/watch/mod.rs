@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::mvcc::changes::{self, Event, EventKind, MAX_WAIT};
+use crate::mvcc::changes::{self, Event, EventKind, WatchedRange, MAX_WAIT};
 use crate::mvcc::{KeyValue, RangeEnd, Store};
 
 /// How to watch; a builder.
@@ -158,8 +158,8 @@ pub struct WatchMetrics {
 /// releases everything it held.
 pub struct Watcher {
     store: Store,
-    key: Vec<u8>,
-    end: RangeEnd,
+    /// Shared with every watcher of the same bounds.
+    range: Arc<WatchedRange>,
     /// The next revision to report.
     next: u64,
     opts: WatchOptions,
@@ -194,8 +194,9 @@ impl Store {
         self.feed().watchers.fetch_add(1, Ordering::Relaxed);
         Ok(Watcher {
             store: self.clone(),
-            key: key.to_vec(),
-            end: RangeEnd::from_etcd(range_end),
+            range: self
+                .feed()
+                .watched_range(key, &RangeEnd::from_etcd(range_end)),
             next: start as u64,
             opts,
             last_response: Instant::now(),
@@ -335,12 +336,12 @@ impl Watcher {
         Ok(r.events.len())
     }
 
+    /// Whether the watcher's filters keep an event of its range.
     fn keeps(&self, e: &Event) -> bool {
-        let wanted = match e.kind {
+        match e.kind {
             EventKind::Put => !self.opts.no_put,
             EventKind::Delete => !self.opts.no_delete,
-        };
-        wanted && self.end.contains(&self.key, &e.kv.key)
+        }
     }
 
     /// Hands `visit` the ring's events this watcher keeps, from its next
@@ -350,7 +351,7 @@ impl Watcher {
         let last = {
             let this = &*self;
             let feed = this.store.feed();
-            feed.visit_ring(this.next, this.opts.max_events, |e| {
+            feed.visit_ring(this.next, this.opts.max_events, &this.range, |e| {
                 if this.keeps(e) {
                     visit(e);
                 }
@@ -368,7 +369,11 @@ impl Watcher {
                 .feed()
                 .delivered
                 .fetch_add(n as u64, Ordering::Relaxed);
-            self.last_response = Instant::now();
+            // Only progress notifications need the time of the last
+            // response; a clock read per watcher per pass is not free.
+            if self.opts.progress_notify.is_some() {
+                self.last_response = Instant::now();
+            }
         }
     }
 
@@ -401,8 +406,15 @@ impl Watcher {
                 .catchup_reads
                 .fetch_add(1, Ordering::Relaxed);
             let max = self.opts.max_events;
-            let (read, last) =
-                changes::read_log(&r, t, self.next, revs.current, &self.key, &self.end, max)?;
+            let (read, last) = changes::read_log(
+                &r,
+                t,
+                self.next,
+                revs.current,
+                &self.range.start,
+                &self.range.end,
+                max,
+            )?;
             events.extend(
                 read.into_iter()
                     .filter(|e| self.keeps(e))
@@ -455,7 +467,7 @@ impl Drop for Watcher {
 impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watcher")
-            .field("key", &String::from_utf8_lossy(&self.key))
+            .field("key", &String::from_utf8_lossy(&self.range.start))
             .field("next_revision", &self.next)
             .finish()
     }

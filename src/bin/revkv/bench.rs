@@ -186,102 +186,10 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
                 .num("chunks", chunks);
         }
         "watch" => {
-            // `watch WATCHERS PUTS THREADS PACE_MS`: WATCHERS watchers on a
-            // prefix while one writer puts PUTS 1 KiB values under it as
-            // fast as it can; the same puts first with no watcher. Reports
-            // both writer rates and the commit-to-delivery delay.
-            let (watchers, puts) = (arg(0, 1000) as usize, arg(1, 20_000));
-            let prefix = b"/registry/watched/".to_vec();
-            let value = vec![7u8; 1024];
-            let run_writer = |round: u64, stamps: &[std::sync::atomic::AtomicU64], base: i64, origin: Instant| -> revkv::Result<f64> {
-                let t = Instant::now();
-                for i in 0..puts {
-                    // The same 5000 keys every round: each round after the
-                    // first overwrites, so the rounds do equal work.
-                    let _ = round;
-                    let k = format!("/registry/watched/{:06}", i % 5000);
-                    let rev = store.put(k.as_bytes(), &value)?.header.revision;
-                    if let Some(s) = stamps.get((rev - base) as usize) {
-                        s.store(origin.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-                Ok(t.elapsed().as_secs_f64())
-            };
-            let origin = Instant::now();
-            let none: Vec<std::sync::atomic::AtomicU64> = Vec::new();
-            run_writer(0, &none, 0, origin)?; // creates the keys
-            let alone_s = run_writer(1, &none, 0, origin)?;
-            let base = store.current_revision()? + 1;
-            let stamps: std::sync::Arc<Vec<std::sync::atomic::AtomicU64>> =
-                std::sync::Arc::new((0..puts).map(|_| std::sync::atomic::AtomicU64::new(0)).collect());
-            let end = revkv::mvcc::prefix_end(&prefix);
-            // The watchers are served by THREADS threads (default 2, one per core here), each
-            // waiting once for the revision to move and then pulling from
-            // each of its watchers, as a server multiplexes streams.
-            let threads = (arg(2, 2) as usize).clamp(1, watchers.max(1));
+            // `watch WATCHERS PUTS THREADS PACE_MS ROUNDS`; see `watch_phase`.
+            let threads = (arg(2, 1) as usize).clamp(1, (arg(0, 1000) as usize).max(1));
             let pace = std::time::Duration::from_millis(arg(3, 0));
-            let mut groups: Vec<Vec<(usize, revkv::watch::Watcher)>> = (0..threads).map(|_| Vec::new()).collect();
-            for w in 0..watchers {
-                let watcher = store.watch(&prefix, &end, revkv::watch::WatchOptions::new().start_revision(base))?;
-                groups[w % threads].push((w, watcher));
-            }
-            let handles: Vec<_> = groups
-                .into_iter()
-                .map(|mut group| {
-                    let stamps = stamps.clone();
-                    let store = store.clone();
-                    std::thread::spawn(move || -> revkv::Result<Vec<u64>> {
-                        let mut delays = Vec::new();
-                        let mut seen = vec![0u64; group.len()];
-                        let mut seen_rev = base - 1;
-                        let mut cycle = Instant::now();
-                        while seen.iter().any(|&s| s < puts) {
-                            // Optionally at most one pass per PACE_MS: fewer,
-                            // larger deliveries, as a server batches sends.
-                            if let Some(rest) = pace.checked_sub(cycle.elapsed()) {
-                                std::thread::sleep(rest);
-                            }
-                            cycle = Instant::now();
-                            seen_rev = store.wait_revision_past(seen_rev, std::time::Duration::from_millis(100));
-                            for (i, (w, watcher)) in group.iter_mut().enumerate() {
-                                let now = origin.elapsed().as_nanos() as u64;
-                                let count = &mut seen[i];
-                                // Events by reference, as a server encoding
-                                // them into its connections would take them.
-                                while watcher.try_visit(|e, _| {
-                                    *count += 1;
-                                    // Sample every 10th event of every 10th watcher.
-                                    if *w % 10 == 0 && *count % 10 == 0 {
-                                        let at = stamps[(e.kv.mod_revision - base) as usize]
-                                            .load(std::sync::atomic::Ordering::Relaxed);
-                                        if at > 0 {
-                                            delays.push(now.saturating_sub(at));
-                                        }
-                                    }
-                                })? > 0
-                                {}
-                            }
-                        }
-                        Ok(delays)
-                    })
-                })
-                .collect();
-            let with_s = run_writer(2, &stamps, base, origin)?;
-            let mut delays = Vec::new();
-            for h in handles {
-                delays.extend(h.join().expect("a watcher thread")?);
-            }
-            delays.sort_unstable();
-            let pct = |p: f64| delays.get(((delays.len() as f64 * p) as usize).min(delays.len().saturating_sub(1))).map_or(0.0, |&d| d as f64 / 1e9);
-            line.num("watchers", watchers)
-                .num("threads", threads)
-                .num("pace_ms", pace.as_millis())
-                .num("puts", puts)
-                .num("writer_alone_puts_per_s", puts as f64 / alone_s)
-                .num("writer_watched_puts_per_s", puts as f64 / with_s)
-                .num("delay_p50_s", pct(0.5))
-                .num("delay_p99_s", pct(0.99))
-                .num("delay_samples", delays.len());
+            watch_phase(&store, &mut line, arg(0, 1000) as usize, arg(1, 20_000), threads, pace, arg(4, 3) as usize)?;
         }
         "streams" => {
             // N concurrent full streams (ten by default), one thread each.
@@ -479,4 +387,155 @@ fn put_request(key: Vec<u8>, value: Vec<u8>) -> TxnRequest {
         })],
         failure: vec![],
     }
+}
+
+/// The watch phase: WATCHERS watchers on a prefix while one writer puts PUTS
+/// 1 KiB values under it (5000 keys, overwritten round after round) as fast
+/// as it can. After a round that creates the keys, ROUNDS pairs of rounds
+/// alternate the writer alone and the writer watched (fresh watchers from
+/// the round's first revision, served by THREADS threads that wait once for
+/// the revision to move and then pull from each of their watchers, as a
+/// server multiplexes streams; optionally at most one pass per PACE).
+/// Alternating rounds keep the file's drift from round to round out of the
+/// ratio. Reports median writer rates, their ratio, and the
+/// commit-to-delivery delay sampled on every 10th event of every 10th
+/// watcher.
+fn watch_phase(
+    store: &Store,
+    line: &mut Line,
+    watchers: usize,
+    puts: u64,
+    threads: usize,
+    pace: std::time::Duration,
+    rounds: usize,
+) -> revkv::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let prefix = b"/registry/watched/".to_vec();
+    let end = prefix_end(&prefix);
+    let value = vec![7u8; 1024];
+    let origin = Instant::now();
+    // Puts the round's values; stamps[rev - base] records when each put
+    // returned, for the delay samples.
+    let run_writer = |stamps: &[AtomicU64], base: i64| -> revkv::Result<f64> {
+        let t = Instant::now();
+        for i in 0..puts {
+            let k = format!("/registry/watched/{:06}", i % 5000);
+            let rev = store.put(k.as_bytes(), &value)?.header.revision;
+            if let Some(s) = stamps.get((rev - base) as usize) {
+                s.store(origin.elapsed().as_nanos() as u64, Relaxed);
+            }
+        }
+        Ok(puts as f64 / t.elapsed().as_secs_f64())
+    };
+    run_writer(&[], 0)?; // creates the keys
+    let (mut alone, mut watched, mut delays) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        alone.push(run_writer(&[], 0)?);
+        let base = store.current_revision()? + 1;
+        let stamps: Arc<Vec<AtomicU64>> = Arc::new((0..puts).map(|_| AtomicU64::new(0)).collect());
+        let mut groups: Vec<Vec<(usize, revkv::watch::Watcher)>> =
+            (0..threads).map(|_| Vec::new()).collect();
+        for w in 0..watchers {
+            let watcher = store.watch(
+                &prefix,
+                &end,
+                revkv::watch::WatchOptions::new().start_revision(base),
+            )?;
+            groups[w % threads].push((w, watcher));
+        }
+        let servers: Vec<_> = groups
+            .into_iter()
+            .map(|mut group| {
+                let (stamps, store) = (stamps.clone(), store.clone());
+                std::thread::spawn(move || -> revkv::Result<Vec<u64>> {
+                    let mut delays = Vec::new();
+                    let mut seen = vec![0u64; group.len()];
+                    let mut seen_rev = base - 1;
+                    let mut cycle = Instant::now();
+                    while seen.iter().any(|&s| s < puts) {
+                        if let Some(rest) = pace.checked_sub(cycle.elapsed()) {
+                            std::thread::sleep(rest);
+                        }
+                        cycle = Instant::now();
+                        seen_rev = store.wait_revision_past(seen_rev, Duration::from_millis(100));
+                        for (i, (w, watcher)) in group.iter_mut().enumerate() {
+                            let sampled = *w % 10 == 0;
+                            let now = if sampled {
+                                origin.elapsed().as_nanos() as u64
+                            } else {
+                                0
+                            };
+                            let count = &mut seen[i];
+                            // Events by reference, as a server encoding them
+                            // into its connections would take them; again
+                            // only while short of the revision woken for.
+                            while watcher.next_revision() <= seen_rev
+                                && watcher.try_visit(|e, _| {
+                                    *count += 1;
+                                    if sampled && *count % 10 == 0 {
+                                        let at = stamps[(e.kv.mod_revision - base) as usize]
+                                            .load(Relaxed);
+                                        if at > 0 {
+                                            delays.push(now.saturating_sub(at));
+                                        }
+                                    }
+                                })? > 0
+                            {}
+                        }
+                    }
+                    Ok(delays)
+                })
+            })
+            .collect();
+        watched.push(run_writer(&stamps, base)?);
+        for server in servers {
+            delays.extend(server.join().expect("a watcher thread")?);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    // Per round, in order, before the medians sort them.
+    let rounds_json = |v: &[f64]| {
+        format!(
+            "[{}]",
+            v.iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
+    let (alone_rounds, watched_rounds) = (rounds_json(&alone), rounds_json(&watched));
+    let (alone_median, watched_median) = (median(&mut alone), median(&mut watched));
+    delays.sort_unstable();
+    let pct = |p: f64| {
+        let i = ((delays.len() as f64 * p) as usize).min(delays.len().saturating_sub(1));
+        delays.get(i).map_or(0.0, |&d| d as f64 / 1e9)
+    };
+    let metrics = store.watch_metrics();
+    line.num("watchers", watchers)
+        .num("threads", threads)
+        .num("pace_ms", pace.as_millis())
+        .num("puts", puts)
+        .num("rounds", rounds)
+        .num("writer_alone_puts_per_s", alone_median)
+        .num("writer_watched_puts_per_s", watched_median)
+        .num(
+            "ratio",
+            if alone_median > 0.0 {
+                watched_median / alone_median
+            } else {
+                0.0
+            },
+        )
+        .num("delay_p50_s", pct(0.5))
+        .num("delay_p99_s", pct(0.99))
+        .num("delay_samples", delays.len())
+        .num("catchup_reads", metrics.catchup_reads)
+        .num("alone_rounds_puts_per_s", alone_rounds)
+        .num("watched_rounds_puts_per_s", watched_rounds);
+    Ok(())
 }
