@@ -464,3 +464,60 @@ fn watchers_of_shared_and_different_ranges_take_turns() {
         assert_eq!(got, want, "watcher of range {range}");
     }
 }
+
+/// `Watcher::try_visit_all` serves watchers the feed holds under one lock
+/// and the rest one by one (replaying history from the log, reading
+/// previous key-values, of another store) with the same events `try_visit`
+/// gives, and names the watcher that fails.
+#[test]
+fn try_visit_all_serves_every_kind_of_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Store::open(dir.path().join("a"), StoreOptions::new()).unwrap();
+    let b = Store::open(dir.path().join("b"), StoreOptions::new()).unwrap();
+    for i in 0..5u8 {
+        a.put(format!("/k/{i}").as_bytes(), &[i]).unwrap();
+    }
+    let prefix = prefix_end(b"/k/");
+    let mut watchers = vec![
+        // History from revision 2: from the revision log.
+        a.watch(b"/k/", &prefix, WatchOptions::new().start_revision(2))
+            .unwrap(),
+        a.watch(b"/k/1", b"", WatchOptions::new().prev_kv(true))
+            .unwrap(),
+        b.watch(b"/k/", &prefix, WatchOptions::new()).unwrap(),
+        a.watch(b"/k/", &prefix, WatchOptions::new()).unwrap(),
+    ];
+    a.put(b"/k/1", b"new").unwrap();
+    b.put(b"/k/x", b"b").unwrap();
+    let mut got: Vec<Vec<(Vec<u8>, Option<Vec<u8>>)>> = vec![Vec::new(); watchers.len()];
+    // Each call serves what is there; a few calls drain everything.
+    for _ in 0..10 {
+        Watcher::try_visit_all(&mut watchers, |i, e, prev| {
+            got[i].push((e.kv.key.clone(), prev.map(|p| p.value.clone())));
+        })
+        .unwrap();
+    }
+    let keys =
+        |v: &[(Vec<u8>, Option<Vec<u8>>)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    let history: Vec<Vec<u8>> = (0..5)
+        .map(|i| format!("/k/{i}").into_bytes())
+        .chain([b"/k/1".to_vec()])
+        .collect();
+    assert_eq!(keys(&got[0]), history);
+    assert_eq!(got[1], [(b"/k/1".to_vec(), Some(vec![1]))]);
+    assert_eq!(keys(&got[2]), [b"/k/x".to_vec()]);
+    assert_eq!(keys(&got[3]), [b"/k/1".to_vec()]);
+    // A watcher whose next revision compaction removed fails, by index.
+    watchers.push(
+        a.watch(b"/k/", &prefix, WatchOptions::new().start_revision(2))
+            .unwrap(),
+    );
+    a.compact(a.current_revision().unwrap()).unwrap();
+    let (i, e) = Watcher::try_visit_all(&mut watchers, |_, _, _| {}).unwrap_err();
+    assert_eq!((i, e.kind()), (4, ErrorKind::Compacted));
+    // Failed watchers are skipped from then on.
+    a.put(b"/k/2", b"again").unwrap();
+    let mut later = Vec::new();
+    Watcher::try_visit_all(&mut watchers, |i, _, _| later.push(i)).unwrap();
+    assert_eq!(later, [0, 3]);
+}

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 
 use super::keys::{self, split_rev_key};
 use super::read::{self, RangeEnd};
@@ -238,19 +238,40 @@ impl Feed {
         range
     }
 
+    /// The ring, read-locked until the view is dropped: keep it short (the
+    /// writer waits for it to publish its next commit).
+    pub fn ring(&self) -> RingView<'_> {
+        RingView(self.ring.read())
+    }
+
+    /// The last revision the signal announced.
+    pub fn revision(&self) -> u64 {
+        self.current.load(Ordering::Acquire)
+    }
+}
+
+/// A read-locked view of the feed's ring.
+pub(crate) struct RingView<'a>(RwLockReadGuard<'a, Ring>);
+
+impl RingView<'_> {
+    /// The last revision the ring holds.
+    pub fn end(&self) -> u64 {
+        self.0.end
+    }
+
     /// Visits the events of revisions from `from` on that the ring holds
     /// and that lie in `range`, about `max_events` of them (whole
     /// revisions, counting events out of the range too), and returns the
     /// last revision visited; None if the ring no longer (or not yet) holds
-    /// `from`. The ring stays read-locked during the visit: keep it short.
-    pub fn visit_ring(
+    /// `from`.
+    pub fn visit(
         &self,
         from: u64,
         max_events: usize,
         range: &WatchedRange,
         mut visit: impl FnMut(&Arc<Event>),
     ) -> Option<u64> {
-        let ring = self.ring.read();
+        let ring = &*self.0;
         if from <= ring.start || from > ring.end + 1 {
             return None;
         }
@@ -299,11 +320,6 @@ impl Feed {
             }
         }
         Some(ring.end)
-    }
-
-    /// The last revision the signal announced.
-    pub fn revision(&self) -> u64 {
-        self.current.load(Ordering::Acquire)
     }
 }
 

@@ -447,6 +447,11 @@ impl Store {
         &self.inner.feed
     }
 
+    /// Whether both handles are of the same open store.
+    pub(crate) fn same_store(&self, other: &Store) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Counters of this store's range streams.
     pub fn stream_metrics(&self) -> &crate::stream::StreamMetrics {
         &self.inner.streams

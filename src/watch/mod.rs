@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::mvcc::changes::{self, Event, EventKind, WatchedRange, MAX_WAIT};
+use crate::mvcc::changes::{self, Event, EventKind, RingView, WatchedRange, MAX_WAIT};
 use crate::mvcc::{KeyValue, RangeEnd, Store};
 
 /// How to watch; a builder.
@@ -207,14 +207,12 @@ impl Store {
 
     /// Waits until the store's revision is past `revision` or `timeout`
     /// passes, and returns the revision. For serving many watchers from one
-    /// thread: wait once, then [`Watcher::try_visit`] (or
-    /// [`Watcher::try_recv`]) each, instead of a thread blocked in
-    /// [`Watcher::recv`] per watcher. A pass costs a little per watcher
-    /// even when each has one event; under tens of thousands of commits a
-    /// second, pass at most every millisecond or so, as a server batches its
-    /// sends: with a pass per commit, 1000 watchers on 2 cores took about
-    /// 30% of a busy writer's throughput, with a pass per millisecond about
-    /// 7% (docs/benchmarks.md).
+    /// thread: wait once, then [`Watcher::try_visit_all`] (or
+    /// [`Watcher::try_recv`] each), instead of a thread blocked in
+    /// [`Watcher::recv`] per watcher. Each wake-up of a waiting thread costs
+    /// the writer a system call; a server that batches its sends can wait
+    /// less often (a pass per millisecond, say) at the price of that much
+    /// delay.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -353,19 +351,29 @@ impl Watcher {
     /// Hands `visit` the ring's events this watcher keeps, from its next
     /// revision on, and moves past them; None if the ring does not hold its
     /// next revision (it is behind, and must read the log).
-    fn step_ring(&mut self, mut visit: impl FnMut(&Arc<Event>)) -> Option<()> {
+    fn step_ring(&mut self, visit: impl FnMut(&Arc<Event>)) -> Option<()> {
         let last = {
             let this = &*self;
-            let feed = this.store.feed();
-            feed.visit_ring(this.next, this.opts.max_events, &this.range, |e| {
-                if this.keeps(e) {
-                    visit(e);
-                }
-            })?
+            this.visit_view(&this.store.feed().ring(), visit)?
         };
+        self.advance(last);
+        Some(())
+    }
+
+    /// The visiting half of [`step_ring`](Self::step_ring), on a view the
+    /// caller holds; returns the last revision visited.
+    fn visit_view(&self, view: &RingView<'_>, mut visit: impl FnMut(&Arc<Event>)) -> Option<u64> {
+        view.visit(self.next, self.opts.max_events, &self.range, |e| {
+            if self.keeps(e) {
+                visit(e);
+            }
+        })
+    }
+
+    /// Moves past revision `last`, visited in the ring.
+    fn advance(&mut self, last: u64) {
         self.set_catching_up(false);
         self.next = self.next.max(last + 1);
-        Some(())
     }
 
     /// Counts `n` delivered events.
@@ -375,12 +383,87 @@ impl Watcher {
                 .feed()
                 .delivered
                 .fetch_add(n as u64, Ordering::Relaxed);
-            // Only progress notifications need the time of the last
-            // response; a clock read per watcher per pass is not free.
-            if self.opts.progress_notify.is_some() {
-                self.last_response = Instant::now();
+            self.responded();
+        }
+    }
+
+    /// Notes a response with events. Only progress notifications need its
+    /// time, and a clock read per watcher per pass is not free.
+    fn responded(&mut self) {
+        if self.opts.progress_notify.is_some() {
+            self.last_response = Instant::now();
+        }
+    }
+
+    /// [`try_visit`](Self::try_visit) for many watchers at once, as a
+    /// server serving them from one thread does after
+    /// [`Store::wait_revision_past`]: the watchers the store's in-memory
+    /// feed can serve are served under one lock of it (instead of one per
+    /// watcher), the rest one by one. `visit` gets the watcher's index
+    /// with each event. Returns how many events were visited; on a
+    /// watcher's error (such as [`Error::Compacted`]), that watcher's index
+    /// and the error, the watchers after it being left for the next call.
+    /// Watchers that already failed are skipped.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use revkv::mvcc::{prefix_end, Store, StoreOptions};
+    /// use revkv::watch::{WatchOptions, Watcher};
+    /// let store = Store::open(dir.path().join("kv.db"), StoreOptions::new())?;
+    /// let mut watchers: Vec<Watcher> = (0..3)
+    ///     .map(|_| store.watch(b"/pods/", &prefix_end(b"/pods/"), WatchOptions::new()))
+    ///     .collect::<Result<_, _>>()?;
+    /// store.put(b"/pods/a", b"1")?;
+    /// let mut seen = [0; 3];
+    /// let n = Watcher::try_visit_all(&mut watchers, |i, event, _| {
+    ///     assert_eq!(event.kv.key, b"/pods/a");
+    ///     seen[i] += 1;
+    /// })
+    /// .map_err(|(_, e)| e)?;
+    /// assert_eq!((n, seen), (3, [1, 1, 1]));
+    /// # Ok::<(), revkv::Error>(())
+    /// ```
+    pub fn try_visit_all(
+        watchers: &mut [Watcher],
+        mut visit: impl FnMut(usize, &Event, Option<&KeyValue>),
+    ) -> std::result::Result<usize, (usize, Error)> {
+        let Some(store) = watchers.first().map(|w| w.store.clone()) else {
+            return Ok(0);
+        };
+        let feed = store.feed();
+        let mut served = 0;
+        let ring_end = {
+            let view = feed.ring();
+            for (i, w) in watchers.iter_mut().enumerate() {
+                if w.opts.prev_kv || w.failed || !w.store.same_store(&store) {
+                    continue;
+                }
+                let mut n = 0;
+                let last = w.visit_view(&view, |e| {
+                    n += 1;
+                    visit(i, e, None);
+                });
+                if let Some(last) = last {
+                    w.advance(last);
+                    if n > 0 {
+                        w.responded();
+                    }
+                    served += n;
+                }
+            }
+            view.end()
+        };
+        feed.delivered.fetch_add(served as u64, Ordering::Relaxed);
+        // Behind the feed, cut short by `max_events`, wanting previous
+        // key-values, or of another store: one by one.
+        let mut rest = 0;
+        for (i, w) in watchers.iter_mut().enumerate() {
+            let pending = w.next <= ring_end || w.opts.prev_kv || !w.store.same_store(&store);
+            if pending && !w.failed {
+                rest += w.try_visit(|e, kv| visit(i, e, kv)).map_err(|e| (i, e))?;
             }
         }
+        Ok(served + rest)
     }
 
     fn poll(&mut self) -> Result<Option<WatchResponse>> {

@@ -186,10 +186,18 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
                 .num("chunks", chunks);
         }
         "watch" => {
-            // `watch WATCHERS PUTS THREADS PACE_MS ROUNDS`; see `watch_phase`.
-            let threads = (arg(2, 1) as usize).clamp(1, (arg(0, 1000) as usize).max(1));
-            let pace = std::time::Duration::from_millis(arg(3, 0));
-            watch_phase(&store, &mut line, arg(0, 1000) as usize, arg(1, 20_000), threads, pace, arg(4, 3) as usize)?;
+            // `watch WATCHERS PUTS THREADS PACE_MS ROUNDS TOGETHER`; see
+            // `watch_phase`.
+            let watchers = arg(0, 1000) as usize;
+            let setup = WatchBench {
+                watchers,
+                puts: arg(1, 20_000),
+                threads: (arg(2, 1) as usize).clamp(1, watchers.max(1)),
+                pace: std::time::Duration::from_millis(arg(3, 0)),
+                rounds: arg(4, 3) as usize,
+                together: arg(5, 1) == 1,
+            };
+            watch_phase(&store, &mut line, &setup)?;
         }
         "streams" => {
             // N concurrent full streams (ten by default), one thread each.
@@ -394,21 +402,33 @@ fn put_request(key: Vec<u8>, value: Vec<u8>) -> TxnRequest {
 /// as it can. After a round that creates the keys, ROUNDS pairs of rounds
 /// alternate the writer alone and the writer watched (fresh watchers from
 /// the round's first revision, served by THREADS threads that wait once for
-/// the revision to move and then pull from each of their watchers, as a
-/// server multiplexes streams; optionally at most one pass per PACE).
+/// the revision to move and then pull from their watchers, as a server
+/// multiplexes streams: all at once with `Watcher::try_visit_all` when
+/// TOGETHER is 1 (the default), else one `try_visit` each; optionally at
+/// most one pass per PACE).
 /// Alternating rounds keep the file's drift from round to round out of the
 /// ratio. Reports median writer rates, their ratio, and the
 /// commit-to-delivery delay sampled on every 10th event of every 10th
 /// watcher.
-fn watch_phase(
-    store: &Store,
-    line: &mut Line,
+/// The watch phase's arguments.
+struct WatchBench {
     watchers: usize,
     puts: u64,
     threads: usize,
     pace: std::time::Duration,
     rounds: usize,
-) -> revkv::Result<()> {
+    together: bool,
+}
+
+fn watch_phase(store: &Store, line: &mut Line, setup: &WatchBench) -> revkv::Result<()> {
+    let &WatchBench {
+        watchers,
+        puts,
+        threads,
+        pace,
+        rounds,
+        together,
+    } = setup;
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     use std::sync::Arc;
     use std::time::Duration;
@@ -435,7 +455,8 @@ fn watch_phase(
         alone.push(run_writer(&[], 0)?);
         let base = store.current_revision()? + 1;
         let stamps: Arc<Vec<AtomicU64>> = Arc::new((0..puts).map(|_| AtomicU64::new(0)).collect());
-        let mut groups: Vec<Vec<(usize, revkv::watch::Watcher)>> =
+        // Watcher w is in group w % threads, at position w / threads.
+        let mut groups: Vec<Vec<revkv::watch::Watcher>> =
             (0..threads).map(|_| Vec::new()).collect();
         for w in 0..watchers {
             let watcher = store.watch(
@@ -443,46 +464,55 @@ fn watch_phase(
                 &end,
                 revkv::watch::WatchOptions::new().start_revision(base),
             )?;
-            groups[w % threads].push((w, watcher));
+            groups[w % threads].push(watcher);
         }
         let servers: Vec<_> = groups
             .into_iter()
-            .map(|mut group| {
+            .enumerate()
+            .map(|(g, mut group)| {
                 let (stamps, store) = (stamps.clone(), store.clone());
                 std::thread::spawn(move || -> revkv::Result<Vec<u64>> {
                     let mut delays = Vec::new();
                     let mut seen = vec![0u64; group.len()];
                     let mut seen_rev = base - 1;
                     let mut cycle = Instant::now();
+                    // Sample every 10th event of every 10th watcher: the
+                    // time it is handed over, less the time its put
+                    // returned (0 if the writer has not stamped it yet).
+                    let mut sample = |pos: usize, e: &revkv::mvcc::Event, count: u64| {
+                        if (pos * threads + g).is_multiple_of(10) && count.is_multiple_of(10) {
+                            let at = stamps[(e.kv.mod_revision - base) as usize].load(Relaxed);
+                            if at > 0 {
+                                delays
+                                    .push((origin.elapsed().as_nanos() as u64).saturating_sub(at));
+                            }
+                        }
+                    };
                     while seen.iter().any(|&s| s < puts) {
                         if let Some(rest) = pace.checked_sub(cycle.elapsed()) {
                             std::thread::sleep(rest);
                         }
                         cycle = Instant::now();
                         seen_rev = store.wait_revision_past(seen_rev, Duration::from_millis(100));
-                        for (i, (w, watcher)) in group.iter_mut().enumerate() {
-                            let sampled = *w % 10 == 0;
-                            let now = if sampled {
-                                origin.elapsed().as_nanos() as u64
-                            } else {
-                                0
-                            };
-                            let count = &mut seen[i];
-                            // Events by reference, as a server encoding them
-                            // into its connections would take them; again
-                            // only while short of the revision woken for.
-                            while watcher.next_revision() <= seen_rev
-                                && watcher.try_visit(|e, _| {
-                                    *count += 1;
-                                    if sampled && *count % 10 == 0 {
-                                        let at = stamps[(e.kv.mod_revision - base) as usize]
-                                            .load(Relaxed);
-                                        if at > 0 {
-                                            delays.push(now.saturating_sub(at));
-                                        }
-                                    }
-                                })? > 0
-                            {}
+                        // Events by reference, as a server encoding them
+                        // into its connections would take them.
+                        if together {
+                            revkv::watch::Watcher::try_visit_all(&mut group, |pos, e, _| {
+                                seen[pos] += 1;
+                                sample(pos, e, seen[pos]);
+                            })
+                            .map_err(|(_, e)| e)?;
+                        } else {
+                            for (pos, watcher) in group.iter_mut().enumerate() {
+                                // Again only while short of the revision
+                                // woken for.
+                                while watcher.next_revision() <= seen_rev
+                                    && watcher.try_visit(|e, _| {
+                                        seen[pos] += 1;
+                                        sample(pos, e, seen[pos]);
+                                    })? > 0
+                                {}
+                            }
                         }
                     }
                     Ok(delays)
@@ -519,6 +549,7 @@ fn watch_phase(
     line.num("watchers", watchers)
         .num("threads", threads)
         .num("pace_ms", pace.as_millis())
+        .num("together", together)
         .num("puts", puts)
         .num("rounds", rounds)
         .num("writer_alone_puts_per_s", alone_median)

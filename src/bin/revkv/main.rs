@@ -198,7 +198,7 @@ enum Command {
     /// The etcd peer's phases (../shared/peers): load N VALUE_SIZE, open,
     /// range, first, paged LIMIT, get M, txn M, churn VALUE_SIZE; and
     /// revkv's own: stream [CHUNK_KEYS], streams N, watch WATCHERS PUTS
-    /// THREADS PACE_MS ROUNDS.
+    /// THREADS PACE_MS ROUNDS TOGETHER.
     Bench {
         /// The phase.
         phase: String,
