@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::keys::{self, split_rev_key};
 use super::read::{self, RangeEnd};
@@ -49,11 +49,17 @@ impl Event {
 /// Bytes of events the ring keeps (the oldest revisions leave first).
 pub const RING_BYTES: usize = 8 << 20;
 
+/// Commits closer together than this make waiters poll (see
+/// [`Feed::wait_past`]).
+const BUSY: Duration = Duration::from_millis(1);
+/// How often a waiter polls a busy store: the most it adds to a delivery.
+const POLL: Duration = Duration::from_micros(100);
+
 struct Ring {
     /// The ring holds every revision in `(start, end]`, none missing.
     start: u64,
     end: u64,
-    revisions: VecDeque<Revision>,
+    revisions: VecDeque<Arc<Revision>>,
     bytes: usize,
 }
 
@@ -110,10 +116,17 @@ pub(crate) struct Feed {
     ranges: Mutex<Ranges>,
     /// The last committed revision, readable without a lock.
     current: AtomicU64,
-    /// Paired with `advanced`: held while the revision is stored and while a
-    /// waiter checks it, so no wake-up is lost.
+    /// Paired with `advanced`: held by a waiter from its last check of the
+    /// revision until it sleeps, and taken by the writer before it wakes
+    /// sleepers, so no wake-up is lost.
     signal: Mutex<()>,
     advanced: Condvar,
+    /// Waiters asleep on `advanced` (or about to be). The writer skips the
+    /// lock and the wake-up, a system call, when there are none.
+    sleepers: AtomicUsize,
+    /// When the last commit was published, in nanoseconds since `epoch`.
+    last_commit: AtomicU64,
+    epoch: Instant,
     /// How many watchers exist: the ring is filled only while some do.
     pub watchers: AtomicUsize,
     /// Watchers reading from the revision log (behind the ring) right now.
@@ -145,6 +158,9 @@ impl Feed {
             current: AtomicU64::new(current),
             signal: Mutex::new(()),
             advanced: Condvar::new(),
+            sleepers: AtomicUsize::new(0),
+            last_commit: AtomicU64::new(0),
+            epoch: Instant::now(),
             watchers: AtomicUsize::new(0),
             catching_up: AtomicUsize::new(0),
             delivered: AtomicU64::new(0),
@@ -172,11 +188,11 @@ impl Feed {
             } else {
                 for (revision, evs) in events {
                     ring.bytes += evs.iter().map(|e| event_bytes(e)).sum::<usize>();
-                    ring.revisions.push_back(Revision {
+                    ring.revisions.push_back(Arc::new(Revision {
                         revision,
                         events: evs.into(),
                         in_range: AtomicU64::new(0),
-                    });
+                    }));
                 }
                 ring.end = after;
                 while ring.bytes > RING_BYTES {
@@ -188,17 +204,48 @@ impl Feed {
                 }
             }
         }
-        let guard = self.signal.lock();
-        self.current.fetch_max(after, Ordering::Release);
-        drop(guard);
-        self.advanced.notify_all();
+        self.last_commit
+            .store(self.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        // SeqCst, with `sleepers` below and in `wait_past`: either this
+        // sees a waiter's registration, or that waiter's check after it
+        // sees the new revision.
+        self.current.fetch_max(after, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            // Waits until each registered waiter is asleep (it holds the
+            // lock from its registration until then).
+            drop(self.signal.lock());
+            self.advanced.notify_all();
+        }
     }
 
     /// Waits until the revision is past `seen` or `deadline` passes; returns
     /// the revision.
+    ///
+    /// While commits come less than [`BUSY`] apart, a waiter polls every
+    /// [`POLL`] instead of sleeping until woken: waking a sleeper is a
+    /// system call for the writer, on every commit, and costs it more than
+    /// a poll costs the waiter.
     pub fn wait_past(&self, seen: u64, deadline: Option<Instant>) -> u64 {
+        loop {
+            let revision = self.revision();
+            if revision > seen {
+                return revision;
+            }
+            let now = Instant::now();
+            let left = deadline.map(|d| d.saturating_duration_since(now));
+            if left == Some(Duration::ZERO) {
+                return revision;
+            }
+            let since = (self.epoch.elapsed().as_nanos() as u64)
+                .saturating_sub(self.last_commit.load(Ordering::Relaxed));
+            if since >= BUSY.as_nanos() as u64 {
+                break;
+            }
+            std::thread::sleep(left.map_or(POLL, |l| l.min(POLL)));
+        }
         let mut guard = self.signal.lock();
-        while self.revision() <= seen {
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        while self.current.load(Ordering::SeqCst) <= seen {
             match deadline {
                 Some(d) => {
                     if self.advanced.wait_until(&mut guard, d).timed_out() {
@@ -208,6 +255,7 @@ impl Feed {
                 None => self.advanced.wait(&mut guard),
             }
         }
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
         self.revision()
     }
 
@@ -238,43 +286,15 @@ impl Feed {
         range
     }
 
-    /// The ring, read-locked until the view is dropped: keep it short (the
-    /// writer waits for it to publish its next commit).
-    pub fn ring(&self) -> RingView<'_> {
-        RingView(self.ring.read())
-    }
-
-    /// The last revision the signal announced.
-    pub fn revision(&self) -> u64 {
-        self.current.load(Ordering::Acquire)
-    }
-}
-
-/// A read-locked view of the feed's ring.
-pub(crate) struct RingView<'a>(RwLockReadGuard<'a, Ring>);
-
-impl RingView<'_> {
-    /// The last revision the ring holds.
-    pub fn end(&self) -> u64 {
-        self.0.end
-    }
-
-    /// Visits the events of revisions from `from` on that the ring holds
-    /// and that lie in `range`, about `max_events` of them (whole
-    /// revisions, counting events out of the range too), and returns the
-    /// last revision visited; None if the ring no longer (or not yet) holds
-    /// `from`.
-    pub fn visit(
-        &self,
-        from: u64,
-        max_events: usize,
-        range: &WatchedRange,
-        mut visit: impl FnMut(&Arc<Event>),
-    ) -> Option<u64> {
-        let ring = &*self.0;
-        if from <= ring.start || from > ring.end + 1 {
-            return None;
-        }
+    /// The ring's revisions from `from` on, taken under its read lock (a
+    /// reference count each) so that they are visited without it: the
+    /// writer never waits for a watcher's visit to publish a commit. If the
+    /// ring no longer holds `from`, the window starts where the ring does.
+    /// At most `limit` revisions: a visit of up to `limit` events needs no
+    /// more (every revision has one).
+    pub fn window(&self, from: u64, limit: usize) -> Window {
+        let ring = self.ring.read();
+        let from = from.clamp(ring.start + 1, ring.end + 1);
         // Every revision in (start, end] is held, in order, so `from` is at
         // a known offset; the search is only a guard.
         let dense = ring.revisions.len() as u64 == ring.end - ring.start;
@@ -288,8 +308,46 @@ impl RingView<'_> {
         } else {
             ring.revisions.partition_point(|r| r.revision < from)
         };
+        let revisions: Vec<_> = ring.revisions.range(first..).take(limit).cloned().collect();
+        Window {
+            start: from - 1,
+            end: revisions.last().map_or(from - 1, |r| r.revision),
+            revisions,
+        }
+    }
+
+    /// The last revision the signal announced.
+    pub fn revision(&self) -> u64 {
+        self.current.load(Ordering::Acquire)
+    }
+}
+
+/// Revisions taken from the ring: every revision in `(start, end]`, in
+/// order.
+pub(crate) struct Window {
+    start: u64,
+    end: u64,
+    revisions: Vec<Arc<Revision>>,
+}
+
+impl Window {
+    /// Visits the events of revisions from `from` on that lie in `range`,
+    /// about `max_events` of them (whole revisions, counting events out of
+    /// the range too), and returns the last revision visited; None if the
+    /// window does not hold `from` (it is behind the ring).
+    pub fn visit(
+        &self,
+        from: u64,
+        max_events: usize,
+        range: &WatchedRange,
+        mut visit: impl FnMut(&Arc<Event>),
+    ) -> Option<u64> {
+        if from <= self.start || from > self.end + 1 {
+            return None;
+        }
+        let first = self.revisions.partition_point(|r| r.revision < from);
         let mut n = 0;
-        for r in ring.revisions.range(first..) {
+        for r in &self.revisions[first..] {
             if n >= max_events {
                 return Some(r.revision - 1);
             }
@@ -319,7 +377,7 @@ impl RingView<'_> {
                 bits &= bits - 1;
             }
         }
-        Some(ring.end)
+        Some(self.end)
     }
 }
 
@@ -416,3 +474,40 @@ pub(crate) fn prev_kv<T: TxnRead + ?Sized>(
 /// Waits at most this long at a time, so progress notifications and
 /// cancellation are noticed.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_in_thread(feed: &Arc<Feed>, seen: u64) -> std::thread::JoinHandle<u64> {
+        let feed = Arc::clone(feed);
+        std::thread::spawn(move || {
+            feed.wait_past(seen, Some(Instant::now() + Duration::from_secs(60)))
+        })
+    }
+
+    /// On an idle store a waiter sleeps until woken, and the next commit
+    /// wakes it (a lost wake-up would leave it asleep for a minute).
+    #[test]
+    fn a_sleeping_waiter_is_woken_by_the_next_commit() {
+        let feed = Arc::new(Feed::new(1));
+        let waiter = wait_in_thread(&feed, 1);
+        while feed.sleepers.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        feed.committed(1, 2, Vec::new());
+        assert_eq!(waiter.join().unwrap(), 2);
+        assert_eq!(feed.sleepers.load(Ordering::SeqCst), 0);
+    }
+
+    /// On a busy store a waiter polls, and sees the next commit all the
+    /// same.
+    #[test]
+    fn a_waiter_on_a_busy_store_sees_the_next_commit() {
+        let feed = Arc::new(Feed::new(1));
+        feed.committed(1, 2, Vec::new());
+        let waiter = wait_in_thread(&feed, 2);
+        feed.committed(2, 3, Vec::new());
+        assert_eq!(waiter.join().unwrap(), 3);
+    }
+}

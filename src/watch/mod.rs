@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::mvcc::changes::{self, Event, EventKind, RingView, WatchedRange, MAX_WAIT};
+use crate::mvcc::changes::{self, Event, EventKind, WatchedRange, Window, MAX_WAIT};
 use crate::mvcc::{KeyValue, RangeEnd, Store};
 
 /// How to watch; a builder.
@@ -167,6 +167,9 @@ pub struct Watcher {
     /// Whether this watcher counts as catching up in the metrics.
     catching_up: bool,
     failed: bool,
+    /// Set by [`Watcher::try_visit_all`] when its window did not hold this
+    /// watcher's next revision.
+    missed_window: bool,
 }
 
 impl Store {
@@ -202,6 +205,7 @@ impl Store {
             last_response: Instant::now(),
             catching_up: false,
             failed: false,
+            missed_window: false,
         })
     }
 
@@ -209,10 +213,10 @@ impl Store {
     /// passes, and returns the revision. For serving many watchers from one
     /// thread: wait once, then [`Watcher::try_visit_all`] (or
     /// [`Watcher::try_recv`] each), instead of a thread blocked in
-    /// [`Watcher::recv`] per watcher. Each wake-up of a waiting thread costs
-    /// the writer a system call; a server that batches its sends can wait
-    /// less often (a pass per millisecond, say) at the price of that much
-    /// delay.
+    /// [`Watcher::recv`] per watcher. While commits come less than a
+    /// millisecond apart, the wait polls every 100 us rather than have
+    /// every commit wake it (a system call on the writer's path), so a
+    /// delivery may take that much longer.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -354,16 +358,17 @@ impl Watcher {
     fn step_ring(&mut self, visit: impl FnMut(&Arc<Event>)) -> Option<()> {
         let last = {
             let this = &*self;
-            this.visit_view(&this.store.feed().ring(), visit)?
+            let window = this.store.feed().window(this.next, this.opts.max_events);
+            this.visit_window(&window, visit)?
         };
         self.advance(last);
         Some(())
     }
 
-    /// The visiting half of [`step_ring`](Self::step_ring), on a view the
-    /// caller holds; returns the last revision visited.
-    fn visit_view(&self, view: &RingView<'_>, mut visit: impl FnMut(&Arc<Event>)) -> Option<u64> {
-        view.visit(self.next, self.opts.max_events, &self.range, |e| {
+    /// The visiting half of [`step_ring`](Self::step_ring), on a window the
+    /// caller took; returns the last revision visited.
+    fn visit_window(&self, window: &Window, mut visit: impl FnMut(&Arc<Event>)) -> Option<u64> {
+        window.visit(self.next, self.opts.max_events, &self.range, |e| {
             if self.keeps(e) {
                 visit(e);
             }
@@ -398,8 +403,8 @@ impl Watcher {
     /// [`try_visit`](Self::try_visit) for many watchers at once, as a
     /// server serving them from one thread does after
     /// [`Store::wait_revision_past`]: the watchers the store's in-memory
-    /// feed can serve are served under one lock of it (instead of one per
-    /// watcher), the rest one by one. `visit` gets the watcher's index
+    /// feed can serve are served from one window taken from it (one lock
+    /// instead of one per watcher), the rest one by one. `visit` gets the watcher's index
     /// with each event. Returns how many events were visited; on a
     /// watcher's error (such as [`Error::Compacted`]), that watcher's index
     /// and the error, the watchers after it being left for the next call.
@@ -432,33 +437,40 @@ impl Watcher {
         };
         let feed = store.feed();
         let mut served = 0;
-        let ring_end = {
-            let view = feed.ring();
-            for (i, w) in watchers.iter_mut().enumerate() {
-                if w.opts.prev_kv || w.failed || !w.store.same_store(&store) {
-                    continue;
-                }
-                let mut n = 0;
-                let last = w.visit_view(&view, |e| {
-                    n += 1;
-                    visit(i, e, None);
-                });
-                if let Some(last) = last {
+        let servable = |w: &Watcher| !w.opts.prev_kv && !w.failed && w.store.same_store(&store);
+        let (mut from, mut limit) = (u64::MAX, 0);
+        for w in watchers.iter().filter(|w| servable(w)) {
+            from = from.min(w.next);
+            limit = limit.max(w.opts.max_events);
+        }
+        let window = feed.window(from, limit);
+        for (i, w) in watchers.iter_mut().enumerate() {
+            if !servable(w) {
+                continue;
+            }
+            let mut n = 0;
+            let last = w.visit_window(&window, |e| {
+                n += 1;
+                visit(i, e, None);
+            });
+            match last {
+                Some(last) => {
                     w.advance(last);
                     if n > 0 {
                         w.responded();
                     }
                     served += n;
                 }
+                None => w.missed_window = true,
             }
-            view.end()
-        };
+        }
+        drop(window);
         feed.delivered.fetch_add(served as u64, Ordering::Relaxed);
-        // Behind the feed, cut short by `max_events`, wanting previous
+        // Behind the feed (or far ahead of the slowest), wanting previous
         // key-values, or of another store: one by one.
         let mut rest = 0;
         for (i, w) in watchers.iter_mut().enumerate() {
-            let pending = w.next <= ring_end || w.opts.prev_kv || !w.store.same_store(&store);
+            let pending = std::mem::take(&mut w.missed_window) || !servable(w);
             if pending && !w.failed {
                 rest += w.try_visit(|e, kv| visit(i, e, kv)).map_err(|e| (i, e))?;
             }
