@@ -317,6 +317,14 @@ fn store_survives_power_loss_at_every_point() {
 }
 
 /// Commits `n` rows `PREFIXnnnn` = `value` to table "t".
+/// Reopens the file after its handle was dropped, checks it whole, and
+/// returns what it holds.
+fn reopened(path: &std::path::Path) -> State {
+    let db = Db::open(path).unwrap();
+    db.check().unwrap();
+    contents(&db)
+}
+
 fn insert_rows(
     db: &Db,
     durability: Durability,
@@ -374,9 +382,7 @@ fn a_failed_write_or_sync_never_loses_or_corrupts() {
             Err(e) => {
                 assert_eq!(e.kind(), ErrorKind::Poisoned, "operation {n}: {e}");
                 drop(db);
-                let db = Db::open(&path).unwrap();
-                db.check().unwrap();
-                let after = contents(&db);
+                let after = reopened(&path);
                 assert!(
                     after == before || after.len() == before.len() + 300,
                     "operation {n}: reopened to a third state"
@@ -425,16 +431,12 @@ fn a_failed_write_ahead_never_loses_or_corrupts() {
         match db.sync() {
             Ok(()) => {
                 drop(db);
-                let db = Db::open(&path).unwrap();
-                db.check().unwrap();
-                assert_eq!(contents(&db), after, "operation {n}: the retried sync");
+                assert_eq!(reopened(&path), after, "operation {n}: the retried sync");
             }
             Err(e) => {
                 assert_eq!(e.kind(), ErrorKind::Poisoned, "operation {n}: {e}");
                 drop(db);
-                let db = Db::open(&path).unwrap();
-                db.check().unwrap();
-                let got = contents(&db);
+                let got = reopened(&path);
                 assert!(
                     got == before || got == after,
                     "operation {n}: reopened to a third state"

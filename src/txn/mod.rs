@@ -645,6 +645,14 @@ impl std::fmt::Debug for Db {
 
 #[cfg(test)]
 mod tests {
+    /// A copy of the file as it is now (what a crash would leave), next to
+    /// it. Read and write, not `fs::copy`: Miri has no copy_file_range.
+    pub(super) fn disk_copy(path: &std::path::Path) -> std::path::PathBuf {
+        let copy = path.with_extension("copy");
+        std::fs::write(&copy, std::fs::read(path).unwrap()).unwrap();
+        copy
+    }
+
     use super::*;
 
     fn put(db: &Db, durability: Durability, key: &[u8]) {
@@ -671,9 +679,7 @@ mod tests {
         db.mark_synced().unwrap();
         // What the file holds now (what a crash would leave) must open to
         // a state that is all in it.
-        let copy = dir.path().join("copy");
-        // Read and write, not fs::copy: Miri has no copy_file_range.
-        std::fs::write(&copy, std::fs::read(&path).unwrap()).unwrap();
+        let copy = disk_copy(&path);
         drop(db);
         let db = Options::new().read_only(true).open(&copy).unwrap();
         assert!(db.recovery().is_none(), "{:?}", db.recovery());

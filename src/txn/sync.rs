@@ -330,6 +330,7 @@ fn sync_writer(shared: &Shared, w: &mut Writer) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::txn::tests::disk_copy;
     use crate::{Options, TxnRead};
 
     /// Rows per commit: a few pages' worth (small, for Miri's sake).
@@ -434,8 +435,7 @@ mod tests {
         assert!(w.unwritten_live.is_empty() && w.written_ahead.is_empty());
         drop(w);
         // What the disk holds now, before the last handle's marker.
-        let copy = dir.path().join("copy");
-        std::fs::write(&copy, std::fs::read(&path).unwrap()).unwrap();
+        let copy = disk_copy(&path);
         let expected = contents(&db);
         drop(db);
         let db = Options::new().read_only(true).open(&copy).unwrap();
@@ -467,8 +467,7 @@ mod tests {
         // Slips in between a sync's durable commit and its marker.
         commit(&db, Durability::None, "b", Some(2));
         db.mark_synced().unwrap();
-        let copy = dir.path().join("copy");
-        std::fs::write(&copy, std::fs::read(&path).unwrap()).unwrap();
+        let copy = disk_copy(&path);
         drop(db);
         let db = Options::new().open(&copy).unwrap();
         db.check().unwrap();
