@@ -9,17 +9,25 @@
 //! page:
 //!
 //! 1. limit = pages the last commit references, plus a little slack;
-//! 2. relocation batches: each a write transaction that copies about
+//! 2. relocation batches: each a write transaction that copies up to
 //!    `batch_pages` pages from at or above the limit to the lowest free pages
-//!    (copy-on-write does the rest: the old pages are freed by the commit);
+//!    (copy-on-write does the rest: the old pages are freed by the commit).
+//!    With [`Durability::None`](crate::Durability) a batch is not synced on
+//!    its own: a sync (its writes ahead of the writer lock) follows every
+//!    few batches, so the pages they free become reusable for the next;
+//!    with `Immediate` every batch is durable;
 //! 3. a sync, after which the old pages become reusable as soon as no open
 //!    snapshot predates the batches;
 //! 4. a shrink transaction that lowers the high-water mark to the start of the
 //!    free run at the end of the file, and truncates the file once that commit
-//!    is durable.
+//!    is durable (in 32 MiB steps).
 //!
-//! Readers are never blocked. Writers wait at most for one batch (the writer
-//! lock is released between batches). Snapshots and pinned streams stay
+//! Readers are never blocked. Defragmentation gives way to foreground
+//! writers as compaction does (`txn::writer_lock`): a batch ends early, after
+//! a short minimum of work, when a writer waits, and a writer that ends
+//! hands the lock back to the waiting batch; between batches it paces itself
+//! to the disk. [`DefragReport::longest_batch`] is the longest time a batch
+//! held the writer lock. Snapshots and pinned streams stay
 //! valid: pages they can see are only freed, never rewritten, until they end;
 //! pages they still pin at the end of the file keep the file from shrinking
 //! that far, and the report says how many.
@@ -28,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::txn::write::RelocatePosition;
-use crate::Db;
+use crate::{Db, WriteTxn};
 
 /// How defragmentation runs; a builder.
 #[derive(Debug, Clone)]
@@ -90,6 +98,39 @@ pub struct DefragReport {
     pub pinned_pages: u64,
 }
 
+/// Relocation batches between syncs in batched mode (a durable database
+/// syncs every batch).
+const SYNC_EVERY_BATCHES: usize = 4;
+
+/// The least work a batch does before it ends early for a waiting writer.
+const MIN_SLICE: Duration = Duration::from_micros(200);
+
+/// Pages one step of a batch moves before it looks for a waiting writer.
+const STEP_PAGES: usize = 16;
+
+/// One relocation batch: up to `budget` pages, fewer when a foreground
+/// writer waits (after [`MIN_SLICE`] from `began`). Returns whether the pass
+/// is done and the pages moved.
+fn relocate_batch(
+    w: &mut WriteTxn,
+    limit: u64,
+    pos: &mut RelocatePosition,
+    budget: usize,
+    began: Instant,
+) -> Result<(bool, usize)> {
+    let mut moved = 0;
+    loop {
+        let (done, m) = w.relocate_tail(limit, pos, STEP_PAGES.min(budget - moved))?;
+        moved += m;
+        if done {
+            return Ok((true, moved));
+        }
+        if moved >= budget || (w.writer_waiting() && began.elapsed() >= MIN_SLICE) {
+            return Ok((false, moved));
+        }
+    }
+}
+
 impl Db {
     /// Defragments the file online with default [`DefragOptions`].
     ///
@@ -137,20 +178,30 @@ impl Db {
             let limit = live + live / 64 + 16;
             if s.allocated_pages > limit {
                 let mut pos = RelocatePosition::default();
+                let mut unsynced_moves = 0;
                 loop {
                     let start = Instant::now();
-                    // Each batch is durable, so the pages it frees can take the
-                    // next batch's pages (unsynced frees are not reusable), and
-                    // the tail is emptied instead of pushed further out.
                     let mut w = self.begin_write_yielding()?;
-                    w.set_durability(crate::Durability::Immediate);
-                    let (done, moved) = w.relocate_tail(limit, &mut pos, opts.batch_pages)?;
+                    let (done, moved) =
+                        relocate_batch(&mut w, limit, &mut pos, opts.batch_pages, Instant::now())?;
                     w.commit()?;
                     report.pages_moved += moved as u64;
                     report.longest_batch = report.longest_batch.max(start.elapsed());
                     report.batches += 1;
                     if done {
                         break;
+                    }
+                    // Pages a batch frees are reusable only once a durable
+                    // commit no longer reaches them: unsynced batches would
+                    // leave the next ones no room below the limit, and they
+                    // would push the tail further out instead of emptying
+                    // it. Syncs write ahead without the writer lock.
+                    unsynced_moves += moved;
+                    if unsynced_moves >= SYNC_EVERY_BATCHES * opts.batch_pages {
+                        self.sync_unmarked()?;
+                        unsynced_moves = 0;
+                    } else {
+                        self.pace_background()?;
                     }
                 }
             }
@@ -179,5 +230,77 @@ impl Db {
         report.bytes_in_use = after.bytes_in_use;
         report.pinned_pages = after.pinned_pages;
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table of 20,000 entries of which the first 19,000 are deleted: the
+    /// survivors' pages lie far beyond what they need.
+    fn fragmented(dir: &std::path::Path) -> Db {
+        let db = Db::open(dir.join("db")).unwrap();
+        let mut w = db.begin_write().unwrap();
+        let t = w.open_table("t").unwrap();
+        for i in 0..20_000u32 {
+            w.insert(t, &i.to_be_bytes(), &[7; 100]).unwrap();
+        }
+        w.commit().unwrap();
+        let mut w = db.begin_write().unwrap();
+        let t = w.open_table("t").unwrap();
+        for i in 0..19_000u32 {
+            w.remove(t, &i.to_be_bytes()).unwrap();
+        }
+        w.commit().unwrap();
+        db
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri the mapping is a copy of the file taken when it is made: it does not see later commits"
+    )]
+    fn a_relocation_batch_gives_way_to_a_waiting_writer_after_one_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fragmented(dir.path());
+        let limit = db.stats().bytes_in_use / db.stats().page_size as u64 + 16;
+        let long_ago = Instant::now().checked_sub(MIN_SLICE * 2).unwrap();
+
+        let mut w = db.begin_write().unwrap();
+        let (done, all) = relocate_batch(
+            &mut w,
+            limit,
+            &mut RelocatePosition::default(),
+            10_000,
+            long_ago,
+        )
+        .unwrap();
+        assert!(
+            done && all > STEP_PAGES,
+            "nobody waits: the whole pass ({all} pages)"
+        );
+        drop(w);
+
+        db.shared.waiting.pretend_foreground(1);
+        let mut w = db.begin_write().unwrap();
+        let mut pos = RelocatePosition::default();
+        let (done, first) = relocate_batch(&mut w, limit, &mut pos, 10_000, long_ago).unwrap();
+        assert!(
+            !done && first > 0 && first < all,
+            "one step: {first} of {all} pages"
+        );
+        // It resumes where it stopped, and the pass still covers everything.
+        let mut moved = first;
+        loop {
+            let (done, m) = relocate_batch(&mut w, limit, &mut pos, 10_000, long_ago).unwrap();
+            moved += m;
+            if done {
+                break;
+            }
+        }
+        assert_eq!(moved, all);
+        drop(w);
+        db.shared.waiting.pretend_foreground(-1);
     }
 }

@@ -9,6 +9,17 @@
 //! and, when this version is a deletion and the newest at or below the
 //! target, the deletion itself. Progress is saved with every batch; open
 //! finishes a compaction a crash interrupted.
+//!
+//! Compaction gives way to foreground writes (see `txn::writer_lock`): a
+//! batch ends early, after the revision in hand and at least
+//! [`MIN_SLICE`] of work, when a foreground writer waits for the writer
+//! lock, and a foreground writer that ends hands the lock back to the
+//! waiting batch. Between batches compaction paces itself to the disk
+//! (`Db::pace_background`): a batch dirties pages far faster than the disk
+//! takes them, and left alone it would pile them up for a sync's commit to
+//! write under the writer lock, where every writer waits.
+
+use std::time::{Duration, Instant};
 
 use super::keys::{self, split_kv_key, split_rev_key};
 use super::read;
@@ -21,14 +32,22 @@ use crate::txn::{TxnRead, WriteTxn};
 /// a revision is never split between batches).
 pub const BATCH: usize = 50;
 
+/// The least work a batch does before it ends early for a waiting writer:
+/// without it a busy foreground would let compaction remove one revision
+/// per batch, and the per-batch costs (a commit each) would starve it.
+pub const MIN_SLICE: Duration = Duration::from_micros(200);
+
 /// Runs one batch of the physical compaction toward `target`, starting after
-/// revision `progress`. Returns the new progress and whether it is done.
+/// revision `progress`: `budget` log entries, fewer when a foreground writer
+/// starts waiting (at least one revision). Returns the new progress and
+/// whether it is done.
 pub(crate) fn batch(
     w: &mut WriteTxn,
     t: Tables,
     progress: u64,
     target: u64,
     budget: usize,
+    began: Instant,
 ) -> Result<(u64, bool)> {
     // Collect the log entries first: removal changes the tables.
     let mut entries: Vec<(u64, u32, bool, Vec<u8>)> = Vec::new();
@@ -55,6 +74,11 @@ pub(crate) fn batch(
     }
     let mut last = progress;
     for (main, sub, tombstone, key) in entries {
+        // A revision is never split: stop between two, once one is done,
+        // if a foreground writer waits.
+        if main != last && last != progress && w.writer_waiting() && began.elapsed() >= MIN_SLICE {
+            return Ok((last, false));
+        }
         remove_older(w, t, &key, main)?;
         if tombstone {
             if let Some((rev, _)) = read::version_at(&*w, t.kv, &key, target)? {
@@ -132,4 +156,99 @@ pub(crate) fn check_tables<T: TxnRead + ?Sized>(r: &T, t: Tables) -> Result<u64>
         e = c.next()?;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::{tables, Store, StoreOptions};
+
+    /// Ten keys put twice: revisions 2..=21, the first ten superseded.
+    fn store_with_history(dir: &std::path::Path) -> Store {
+        let store = Store::open(dir.join("kv.db"), StoreOptions::new()).unwrap();
+        for round in 0..2 {
+            for i in 0..10 {
+                store.put(format!("k{i}").as_bytes(), &[round]).unwrap();
+            }
+        }
+        store
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri the mapping is a copy of the file taken when it is made: it does not see later commits"
+    )]
+    fn a_batch_gives_way_after_the_revision_in_hand_when_a_writer_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_history(dir.path());
+        let db = store.db();
+        let long_ago = Instant::now().checked_sub(MIN_SLICE * 2).unwrap();
+
+        // Nobody waits: the whole budget.
+        let mut w = db.begin_write().unwrap();
+        let t = tables(&mut w).unwrap();
+        assert_eq!(batch(&mut w, t, 1, 21, 50, long_ago).unwrap(), (21, true));
+        drop(w);
+
+        // A writer waits and the minimum slice has passed: one revision.
+        db.shared.waiting.pretend_foreground(1);
+        let mut w = db.begin_write().unwrap();
+        let t = tables(&mut w).unwrap();
+        assert_eq!(batch(&mut w, t, 1, 21, 50, long_ago).unwrap(), (2, false));
+        // Within the minimum slice it keeps going.
+        assert_eq!(
+            batch(&mut w, t, 2, 21, 50, Instant::now()).unwrap(),
+            (21, true)
+        );
+        drop(w);
+        db.shared.waiting.pretend_foreground(-1);
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri the mapping is a copy of the file taken when it is made: it does not see later commits"
+    )]
+    fn a_batch_that_gave_way_resumes_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_history(dir.path());
+        let db = store.db();
+        let long_ago = Instant::now().checked_sub(MIN_SLICE * 2).unwrap();
+        db.shared.waiting.pretend_foreground(1);
+        let mut w = db.begin_write().unwrap();
+        let t = tables(&mut w).unwrap();
+        let mut progress = 1;
+        let mut batches = 0;
+        loop {
+            let (p, done) = batch(&mut w, t, progress, 21, 50, long_ago).unwrap();
+            assert!(p > progress, "a batch always makes progress");
+            progress = p;
+            batches += 1;
+            if done {
+                break;
+            }
+        }
+        assert_eq!(batches, 20, "one revision per batch while a writer waits");
+        // Only the second round's versions remain.
+        for i in 0..10 {
+            let key = format!("k{i}");
+            let mut c = w.cursor(t.kv).unwrap();
+            let mut versions = 0;
+            let mut e = c.seek(&keys::kv_key(key.as_bytes(), u64::MAX)).unwrap();
+            while let Some((k, _)) = e {
+                let Some((esc, _)) = split_kv_key(k) else {
+                    break;
+                };
+                if keys::unescape(esc).unwrap() != key.as_bytes() {
+                    break;
+                }
+                versions += 1;
+                e = c.next().unwrap();
+            }
+            assert_eq!(versions, 1, "{key}");
+        }
+        drop(w);
+        db.shared.waiting.pretend_foreground(-1);
+    }
 }

@@ -36,7 +36,7 @@ mod write;
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -806,8 +806,10 @@ impl Store {
 
     /// Runs the physical compaction up to the scheduled revision, if any.
     fn finish_compaction(&self) -> Result<()> {
+        let db = &self.inner.db;
         loop {
-            let mut w = self.inner.db.begin_write_yielding()?;
+            let mut w = db.begin_write_yielding()?;
+            let began = Instant::now();
             let t = tables(&mut w)?;
             let Some(target) = read_u64(&w, t.meta, META_SCHEDULED)? else {
                 return Ok(());
@@ -819,6 +821,7 @@ impl Store {
                 progress,
                 target,
                 self.inner.opts.compaction_batch,
+                began,
             )?;
             w.insert(t.meta, META_PROGRESS, &progress.to_be_bytes())?;
             if done {
@@ -828,6 +831,7 @@ impl Store {
             if done {
                 return Ok(());
             }
+            db.pace_background()?;
         }
     }
 

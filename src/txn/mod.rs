@@ -15,10 +15,11 @@ mod readers;
 mod sync;
 pub(crate) mod table;
 pub(crate) mod write;
+mod writer_lock;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -300,6 +301,9 @@ pub(crate) struct Writer {
     pub writing_ahead_bytes: usize,
 }
 
+/// Most retired pages whose memory one [`Writer::release_pending`] frees.
+const RETIRE_PER_CALL: usize = 256;
+
 /// Pages in the file whose copies in memory wait for older snapshots.
 pub(crate) struct Retired {
     /// Snapshots of commits before this one may read the pages from memory.
@@ -315,19 +319,31 @@ impl Writer {
     /// snapshot, or all if none) and already durable to the free set.
     pub fn release_pending(&mut self, oldest: Option<u64>, unwritten: &UnwrittenPages) {
         let seen = |txid: u64| oldest.is_some_and(|o| txid > o);
-        while let Some(front) = self.retired.front() {
+        // Memory is let go of a bounded number of pages per call (each
+        // write transaction's begin calls this under the writer lock): a
+        // write-ahead retires thousands at once, and a writer should not
+        // wait for all of them to be freed.
+        let mut budget = RETIRE_PER_CALL;
+        while let Some(front) = self.retired.front_mut() {
             // A write-ahead in flight reads its pages from memory without
             // the lock: nothing leaves memory until it ends.
-            if seen(front.read_before) || !self.writing_ahead.is_empty() {
+            if seen(front.read_before) || !self.writing_ahead.is_empty() || budget == 0 {
                 break;
             }
-            let r = self.retired.pop_front().expect("front exists");
-            for id in r.ids {
+            let written = front.written;
+            let take = front.ids.len().min(budget);
+            let from = front.ids.len() - take;
+            let ids: Vec<PageId> = front.ids.drain(from..).collect();
+            if front.ids.is_empty() {
+                self.retired.pop_front();
+            }
+            budget -= take;
+            for id in ids {
                 // SAFETY: every snapshot that predates the write has ended,
                 // later ones read pages this old from the file, and no
                 // write-ahead is reading memory. A newer page at a reused id
                 // is kept.
-                let old = unsafe { unwritten.remove_if(id, |b| Header(b).txid() <= r.written) };
+                let old = unsafe { unwritten.remove_if(id, |b| Header(b).txid() <= written) };
                 self.recycle(old.into_iter());
             }
         }
@@ -401,8 +417,13 @@ pub(crate) struct Shared {
     pub write_ahead_min: u64,
     /// Held for a whole sync's write-ahead rounds: one at a time.
     pub syncing: Mutex<()>,
+    /// Set while a sync writes its later rounds ahead and commits: batched
+    /// background work waits for it (see `Db::pace_background`).
+    pub sync_closing: AtomicBool,
     pub state: Mutex<State>,
     pub writer: Arc<Mutex<Writer>>,
+    /// Who waits for `writer`: see `writer_lock`.
+    pub waiting: writer_lock::Waiting,
     serial: AtomicU64,
     pub recovery: Option<Recovery>,
 }

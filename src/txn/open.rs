@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -143,6 +143,7 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         unwritten_limit: opts.unwritten_limit,
         write_ahead_min: opts.write_ahead_min,
         syncing: Mutex::new(()),
+        sync_closing: AtomicBool::new(false),
         state: Mutex::new(State {
             snapshot: Published::new(&meta, len / ps as u64, meta.txid),
             mapping,
@@ -150,6 +151,7 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
             space: Space::default(),
         }),
         writer: Arc::new(Mutex::new(writer)),
+        waiting: Default::default(),
         serial: AtomicU64::new(1),
         recovery: (!problems.is_empty()).then(|| Recovery {
             txid: meta.txid,

@@ -25,6 +25,8 @@
 //!    the batched store's periodic syncs): a copy of that meta in the other
 //!    slot saying everything is synced, so the next open verifies nothing.
 
+use std::sync::atomic::Ordering;
+
 use super::write::{PageRuns, VERIFY_BUDGET};
 use super::{Db, Durability, Retired, Shared, Writer};
 use crate::error::{Error, PageId, Result};
@@ -75,15 +77,63 @@ impl Db {
         if self.shared.read_only {
             return Ok(());
         }
-        let _one_sync_at_a_time = self.shared.syncing.lock();
+        let shared = &*self.shared;
+        let _one_sync_at_a_time = shared.syncing.lock();
         // Writers keep committing during a write-ahead, so what is left
         // for the commit shrinks round by round while the disk keeps up.
-        for _ in 0..WRITE_AHEAD_ROUNDS {
-            if !self.write_ahead()? {
-                break;
+        // Background batches (which dirty pages far faster than the disk
+        // writes them) wait out the last round and the commit: what they
+        // dirtied meanwhile would be left for the commit to write under the
+        // writer lock. Earlier rounds keep up with them well enough.
+        let rounds = (|| {
+            for round in 1..=WRITE_AHEAD_ROUNDS {
+                if round == WRITE_AHEAD_ROUNDS {
+                    shared.sync_closing.store(true, Ordering::Release);
+                }
+                if !self.write_ahead()? {
+                    break;
+                }
             }
+            Ok(())
+        })();
+        let result = rounds.and_then(|()| self.commit_durably());
+        shared.sync_closing.store(false, Ordering::Release);
+        result
+    }
+
+    /// Pacing for batched background work (compaction, defragmentation),
+    /// called between batches: waits for a sync in its last round (see
+    /// [`Db::sync_unmarked`]), and writes ahead itself when unsynced commits
+    /// hold more than half of [`Options::unwritten_limit`](super::Options) in memory.
+    /// Either way the background work waits for the disk instead of
+    /// dirtying pages that a commit, a sync's or a foreground writer's,
+    /// would have to write under the writer lock. Makes nothing durable.
+    /// Durable commits hold nothing in memory: a no-op for them.
+    pub(crate) fn pace_background(&self) -> Result<()> {
+        let shared = &*self.shared;
+        if shared.read_only || shared.durability == Durability::Immediate {
+            return Ok(());
         }
-        self.commit_durably()
+        if shared.sync_closing.load(Ordering::Acquire) {
+            drop(shared.syncing.lock());
+            return Ok(());
+        }
+        let most = shared.unwritten_limit / 2;
+        let held = || {
+            let w = shared.writer.lock();
+            shared
+                .unwritten
+                .bytes()
+                .saturating_sub(w.writing_ahead_bytes)
+        };
+        if held() <= most {
+            return Ok(());
+        }
+        let _one_sync_at_a_time = shared.syncing.lock();
+        if held() > most {
+            self.write_ahead()?;
+        }
+        Ok(())
     }
 
     /// Step 1: takes note of the pages the last commit holds in memory
@@ -180,6 +230,18 @@ impl Db {
                     Error::io(what, e)
                 })
             });
+        if result.is_ok() {
+            // The file holds exactly these bytes now, and none of these pages
+            // is reused before the write-ahead ends (below): reads of them
+            // from the file need not check their checksums. Done before
+            // taking the writer lock, which writers wait for.
+            let ps = ps as usize;
+            for &id in &ahead.ids {
+                if let Some(buf) = shared.unwritten.get(id) {
+                    shared.verified.insert(id, (buf.len() / ps) as u64);
+                }
+            }
+        }
         let mut w = shared.writer.lock();
         if result.is_ok() {
             let synced = if ahead.complete {
@@ -260,15 +322,10 @@ fn record_write_ahead(shared: &Shared, w: &mut Writer, counted: (u64, u64), sync
                 w.unsynced_pages -= unsynced_then;
             }
             w.data_synced_txid = w.data_synced_txid.max(txid);
+            // Known good (`verified`) since their write-ahead ended.
             let ids: Vec<PageId> = written
                 .chain(std::mem::take(&mut w.written_ahead))
                 .collect();
-            let ps = shared.limits.page_size;
-            for &id in &ids {
-                if let Some(buf) = shared.unwritten.get(id) {
-                    shared.verified.insert(id, (buf.len() / ps) as u64);
-                }
-            }
             w.written_txid = w.written_txid.max(txid);
             w.retired.push_back(Retired {
                 read_before: w.meta.txid + 1,

@@ -26,13 +26,11 @@ use std::hash::BuildHasherDefault;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use parking_lot::lock_api::ArcMutexGuard;
-use parking_lot::RawMutex;
-
 use super::pages::MappedPages;
 use super::table::{
     check_table_name, CursorInner, Entries, EntriesInner, Table, TableCursor, TableRecord, TxnRead,
 };
+use super::writer_lock::WriterGuard;
 use super::{Durability, Published, Retired, Shared, Writer};
 use crate::btree::cursor::{Cursor, Range};
 use crate::btree::node::{Limits, Node, NodeMut};
@@ -139,7 +137,7 @@ struct TableState {
 /// ```
 pub struct WriteTxn {
     shared: Arc<Shared>,
-    writer: ArcMutexGuard<RawMutex, Writer>,
+    writer: WriterGuard<Writer>,
     pages: MappedPages,
     txid: u64,
     serial: u64,
@@ -190,10 +188,11 @@ impl WriteTxn {
         if shared.read_only {
             return Err(Error::ReadOnly);
         }
-        let mut writer = shared.writer.lock_arc();
-        if yield_first {
-            ArcMutexGuard::bump(&mut writer);
-        }
+        let mut writer = if yield_first {
+            WriterGuard::background(&shared.writer, &shared.waiting)
+        } else {
+            WriterGuard::foreground(&shared.writer, &shared.waiting)
+        };
         if let Some(why) = &writer.poisoned {
             return Err(Error::Poisoned(why.clone()));
         }
@@ -229,6 +228,12 @@ impl WriteTxn {
             drop_old_freelist: false,
             writer,
         })
+    }
+
+    /// Whether a foreground writer is waiting for this transaction to end:
+    /// batched background work ends its batch at the next safe point.
+    pub(crate) fn writer_waiting(&self) -> bool {
+        self.shared.waiting.foreground()
     }
 
     /// The id this transaction commits as.
@@ -1026,6 +1031,7 @@ impl Drop for WriteTxn {
         if !self.allocated.is_empty() || !self.dirty.is_empty() {
             self.rollback();
         }
+        self.writer.end(&self.shared.waiting);
     }
 }
 
