@@ -319,10 +319,13 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
                 .num("in_use_before_compact", s.bytes_in_use);
             // A prober does a random point get and a small put, in turn, for
             // the rest of the phase, recording each latency by stage: 0 idle
-            // (two seconds before compaction), 1 compaction, 2 defrag.
+            // (two seconds before compaction), 1 compaction, 2 defrag. With
+            // PROBE 0 nothing runs beside compaction and defrag, as in the
+            // etcd peer's churn.
+            let probing = arg(1, 1) != 0;
             let stage = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let prober = {
+            let prober = probing.then(|| {
                 let (store, stage, stop) = (store.clone(), stage.clone(), stop.clone());
                 std::thread::spawn(move || -> revkv::Result<Vec<[Vec<u64>; 2]>> {
                     let mut lat: Vec<[Vec<u64>; 2]> = (0..3).map(|_| [Vec::new(), Vec::new()]).collect();
@@ -340,8 +343,10 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
                     }
                     Ok(lat)
                 })
-            };
-            std::thread::sleep(std::time::Duration::from_secs(2));
+            });
+            if probing {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+            }
             stage.store(1, std::sync::atomic::Ordering::Relaxed);
             let t1 = Instant::now();
             store.compact(store.current_revision()?)?;
@@ -356,8 +361,15 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             line.num("defrag_s", t2.elapsed().as_secs_f64())
                 .num("defrag_longest_batch_s", report.longest_batch.as_secs_f64());
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let lat = prober.join().expect("the prober thread")?;
-            for (st, name) in ["idle", "compact", "defrag"].iter().enumerate() {
+            let lat = match prober {
+                Some(p) => p.join().expect("the prober thread")?,
+                None => Vec::new(),
+            };
+            for (st, name) in ["idle", "compact", "defrag"]
+                .iter()
+                .enumerate()
+                .take(lat.len())
+            {
                 for (op, opname) in ["get", "put"].iter().enumerate() {
                     let mut v = lat[st][op].clone();
                     v.sort_unstable();

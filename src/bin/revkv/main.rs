@@ -196,7 +196,8 @@ enum Command {
     /// Runs one benchmark phase and prints one JSON line.
     ///
     /// The etcd peer's phases (../shared/peers): load N VALUE_SIZE, open,
-    /// range, first, paged LIMIT, get M, txn M, churn VALUE_SIZE; and
+    /// range, first, paged LIMIT, get M, txn M, churn VALUE_SIZE [PROBE]
+    /// (PROBE 0: no latency prober beside compaction and defrag); and
     /// revkv's own: stream [CHUNK_KEYS], streams N, watch WATCHERS PUTS
     /// THREADS PACE_MS ROUNDS TOGETHER.
     Bench {
