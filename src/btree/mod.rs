@@ -34,6 +34,11 @@ pub trait PageSource {
     /// The bytes of an overflow run holding a value of `len` bytes.
     fn overflow(&self, at: PageRef, len: u32) -> Result<&[u8]>;
 
+    /// A hint that the page `at` points to will be read soon (see
+    /// `Mapping::prefetch`); unchecked, so it must not be relied on.
+    #[inline]
+    fn prefetch(&self, _at: PageRef) {}
+
     /// The bytes of a leaf value wherever it lives.
     fn value<'a>(&'a self, v: ValueRef<'a>) -> Result<&'a [u8]> {
         match v {

@@ -84,6 +84,31 @@ impl Mapping {
         self.map.len() as u64
     }
 
+    /// Asks the processor to start loading `offset..offset+len` into its
+    /// caches: a scan calls it for the leaf after the one it is reading, so
+    /// that leaf's TLB and cache misses overlap the current leaf's work
+    /// instead of stalling the next step. A hint only: it never faults,
+    /// and it does nothing where no prefetch instruction is available.
+    #[inline]
+    pub fn prefetch(&self, offset: usize, len: usize) {
+        let Some(bytes) = self.map.get(offset..offset.saturating_add(len)) else {
+            return;
+        };
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        for line in bytes.chunks(64) {
+            // SAFETY: prefetch is a hint that reads nothing architecturally
+            // and never faults, whatever the address; this one lies inside
+            // the mapping besides.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    line.as_ptr().cast::<i8>(),
+                )
+            };
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        let _ = bytes;
+    }
+
     /// The bytes at `offset..offset+len`. The caller guarantees that the
     /// range lies inside the committed file (see the type's invariant).
     #[inline]

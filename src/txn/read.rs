@@ -145,6 +145,11 @@ impl PageSource for ReadTxn {
         self.pages
             .overflow(at, len, &self.shared.verified, &self.shared.unwritten)
     }
+
+    #[inline]
+    fn prefetch(&self, at: PageRef) {
+        self.pages.prefetch(at);
+    }
 }
 
 impl TxnRead for ReadTxn {
