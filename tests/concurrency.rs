@@ -101,12 +101,8 @@ fn readers_see_unchanging_snapshots(opts: Options, sync_every: u32) {
         // are freed and reused as well as added.
         let old = n.wrapping_mul(2_654_435_761) % (n * 3 + 1);
         for i in (n * 3..n * 3 + 3).chain([old]) {
-            w.insert(
-                t,
-                format!("k{i:06}").as_bytes(),
-                &vec![(i % 251) as u8; 150],
-            )
-            .unwrap();
+            w.insert(t, format!("k{i:06}").as_bytes(), &[(i % 251) as u8; 150])
+                .unwrap();
         }
         w.commit().unwrap();
         if sync_every > 0 && n % sync_every == 0 {

@@ -150,7 +150,10 @@ fn replay(
         }
         let (acked, synced) = marks_before(ops, upto);
         let pending = unsynced_writes(ops, upto);
-        let mut variants: Vec<(u64, Option<(usize, usize)>, String)> = vec![
+        // (which unsynced writes survive, as a bit mask; the write torn and
+        // the byte it is torn at; what the image stands for)
+        type Variant = (u64, Option<(usize, usize)>, String);
+        let mut variants: Vec<Variant> = vec![
             (0, None, "all unsynced writes lost".into()),
             (u64::MAX, None, "all kept".into()),
         ];
@@ -253,7 +256,8 @@ fn store_survives_power_loss_at_every_point() {
     let path = dir.path().join("store");
     let io = Arc::new(RecordingIo::new());
     // (contents at head, current revision) after each acknowledged request.
-    let mut states: Vec<(BTreeMap<Vec<u8>, Vec<u8>>, i64)> = Vec::new();
+    type State = (BTreeMap<Vec<u8>, Vec<u8>>, i64);
+    let mut states: Vec<State> = Vec::new();
     {
         let db = Options::new()
             .page_size(512)

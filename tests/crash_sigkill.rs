@@ -17,7 +17,7 @@ fn key(k: u64) -> Vec<u8> {
 
 fn value(k: u64) -> Vec<u8> {
     // Some values need overflow pages.
-    let len = if k % 17 == 0 {
+    let len = if k.is_multiple_of(17) {
         9000
     } else {
         40 + (k % 300) as usize
@@ -43,15 +43,15 @@ fn sigkill_child() {
     loop {
         store.put(&key(k), &value(k)).unwrap();
         store.put(b"/last", k.to_string().as_bytes()).unwrap();
-        if k % 5 == 0 {
+        if k.is_multiple_of(5) {
             store.delete_range(&key(k - 3), b"", false).unwrap();
         }
-        if k % 50 == 0 {
+        if k.is_multiple_of(50) {
             store
                 .compact(store.current_revision().unwrap() - 20)
                 .unwrap();
         }
-        if k % 120 == 0 {
+        if k.is_multiple_of(120) {
             store
                 .db()
                 .defrag_with(&revkv::DefragOptions::new().batch_pages(16))

@@ -315,7 +315,7 @@ fn streams_hold_while_the_store_changes_underneath() {
             let mut n = 0u32;
             while !stop.load(Ordering::Relaxed) || n < 300 {
                 s.put(&key(n % 5000), b"new").unwrap();
-                if n % 7 == 0 {
+                if n.is_multiple_of(7) {
                     s.delete_range(&key((n * 3) % 5000), b"", false).unwrap();
                 }
                 if n % 100 == 99 {

@@ -283,12 +283,12 @@ fn list_then_watch_handoff_is_exact() {
         std::thread::spawn(move || {
             let mut i = 1500u32;
             while !stop.load(Ordering::Relaxed) || i < 2500 {
-                if i % 9 == 0 {
+                if i.is_multiple_of(9) {
                     store.delete_range(&key(i * 7), b"", false).unwrap();
                 } else {
                     store.put(&key(i), &i.to_le_bytes()).unwrap();
                 }
-                if i % 300 == 0 {
+                if i.is_multiple_of(300) {
                     let cur = store.current_revision().unwrap();
                     store.compact(cur - 50).unwrap();
                 }
@@ -489,7 +489,8 @@ fn try_visit_all_serves_every_kind_of_watcher() {
     ];
     a.put(b"/k/1", b"new").unwrap();
     b.put(b"/k/x", b"b").unwrap();
-    let mut got: Vec<Vec<(Vec<u8>, Option<Vec<u8>>)>> = vec![Vec::new(); watchers.len()];
+    type Seen = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+    let mut got: Vec<Seen> = vec![Vec::new(); watchers.len()];
     // Each call serves what is there; a few calls drain everything.
     for _ in 0..10 {
         Watcher::try_visit_all(&mut watchers, |i, e, prev| {

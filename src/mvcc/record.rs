@@ -68,7 +68,7 @@ impl<'a> Record<'a> {
     }
 
     /// The public key-value of this record at `mod_revision`.
-    pub fn to_kv(&self, key: &[u8], mod_revision: u64, keys_only: bool) -> KeyValue {
+    pub fn to_kv(self, key: &[u8], mod_revision: u64, keys_only: bool) -> KeyValue {
         KeyValue {
             key: key.to_vec(),
             value: if keys_only {

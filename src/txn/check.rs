@@ -141,6 +141,9 @@ pub(crate) fn check(r: &ReadTxn) -> Result<CheckReport> {
     })
 }
 
+/// What a walk calls for each entry: key and value.
+type VisitEntry<'v> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'v;
+
 /// Walks one tree depth-first, checking every page fully and the key order
 /// across pages, and calls `visit` for each entry in order.
 fn walk(
@@ -148,7 +151,7 @@ fn walk(
     seen: &mut Seen,
     root: Root,
     what: &str,
-    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
+    visit: &mut VisitEntry<'_>,
 ) -> Result<()> {
     if root.is_none() {
         return Ok(());

@@ -153,7 +153,7 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         writer: Arc::new(Mutex::new(writer)),
         waiting: Default::default(),
         serial: AtomicU64::new(1),
-        recovery: (!problems.is_empty()).then(|| Recovery {
+        recovery: (!problems.is_empty()).then_some(Recovery {
             txid: meta.txid,
             rejected: problems,
         }),
@@ -178,9 +178,13 @@ fn initialize(file: &DbFile, ps: u32) -> Result<()> {
     file.sync().map_err(ctx)
 }
 
+/// The valid meta pages of a file with their slots, and what was wrong with
+/// the others.
+type MetaSlots = (Vec<(Meta, u64)>, Vec<Error>);
+
 /// The valid meta pages of the file with their slots, or the most telling
 /// error.
-fn read_metas(file: &DbFile, len: u64) -> Result<(Vec<(Meta, u64)>, Vec<Error>)> {
+fn read_metas(file: &DbFile, len: u64) -> Result<MetaSlots> {
     let mut buf = [0u8; META_LEN];
     let read = |buf: &mut [u8; META_LEN], at: u64| -> Result<bool> {
         if at + META_LEN as u64 > len {
