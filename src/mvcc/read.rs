@@ -227,7 +227,7 @@ pub fn range_at<T: TxnRead + ?Sized>(
         }
         resp.count += 1;
         resp.kvs
-            .push(v.record.to_kv(&v.key()?, v.mod_revision, opts.keys_only));
+            .push(v.record.to_kv(v.key()?, v.mod_revision, opts.keys_only));
     }
     Ok(resp)
 }

@@ -67,10 +67,11 @@ impl<'a> Record<'a> {
         out.extend_from_slice(self.value);
     }
 
-    /// The public key-value of this record at `mod_revision`.
-    pub fn to_kv(self, key: &[u8], mod_revision: u64, keys_only: bool) -> KeyValue {
+    /// The public key-value of this record at `mod_revision`. An owned key
+    /// is moved in, not copied again.
+    pub fn to_kv(self, key: impl Into<Vec<u8>>, mod_revision: u64, keys_only: bool) -> KeyValue {
         KeyValue {
-            key: key.to_vec(),
+            key: key.into(),
             value: if keys_only {
                 Vec::new()
             } else {

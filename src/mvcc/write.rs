@@ -161,7 +161,7 @@ impl<'w> Applier<'w> {
             while let Some(v) = live.next()? {
                 let key = v.key()?;
                 let kv = if d.prev_kv {
-                    Some(v.record.to_kv(&key, v.mod_revision, false))
+                    Some(v.record.to_kv(key.as_slice(), v.mod_revision, false))
                 } else {
                     None
                 };
@@ -237,7 +237,7 @@ pub(crate) fn compares_hold<T: TxnRead + ?Sized>(
         let end = RangeEnd::from_etcd(&c.range_end);
         if end == RangeEnd::Single {
             let found = match read::version_at(txn, kv, &c.key, rev)? {
-                Some((r, rec)) if !rec.tombstone => Some(rec.to_kv(&c.key, r, false)),
+                Some((r, rec)) if !rec.tombstone => Some(rec.to_kv(c.key.as_slice(), r, false)),
                 _ => None,
             };
             if !c.holds(found.as_ref()) {
@@ -249,7 +249,7 @@ pub(crate) fn compares_hold<T: TxnRead + ?Sized>(
         let mut any = false;
         while let Some(v) = live.next()? {
             any = true;
-            if !c.holds(Some(&v.record.to_kv(&v.key()?, v.mod_revision, false))) {
+            if !c.holds(Some(&v.record.to_kv(v.key()?, v.mod_revision, false))) {
                 return Ok(false);
             }
         }
