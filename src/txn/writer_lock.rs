@@ -12,13 +12,16 @@
 //!   waiting for it (fairly), then taking it back: a foreground write waits
 //!   for at most the batch in progress instead of being overtaken by the
 //!   next one;
-//! * a foreground writer that ends while background work waits hands the
-//!   lock over fairly too, rather than leaving it to whichever thread grabs
-//!   it first (parking_lot's mutex is only eventually fair, so a thread
-//!   committing back to back can take it again before the woken batch
-//!   runs). Measured in docs/benchmarks.md: it makes no difference to
-//!   compaction, and lets a saturating writer do about 25% more during
-//!   defragmentation.
+//! * a transaction that ends while the other side waits hands the lock over
+//!   fairly, rather than leaving it to whichever thread grabs it first:
+//!   parking_lot's mutex is only eventually fair (it forces a hand-over
+//!   after about half a millisecond), so a thread that begins again at once
+//!   takes the lock before the woken waiter runs. A batch that ended early
+//!   for a waiting writer then began the next batch ahead of it, again and
+//!   again: the slowest 1% of puts during compaction waited through
+//!   several batches (median 2.8 ms; the bump at a batch's start misses a
+//!   writer that was woken but not yet parked again). Measured in
+//!   docs/benchmarks.md.
 //!
 //! So under a saturating foreground, writers and batches take turns; with an
 //! idle foreground, batches run back to back at full size.
@@ -65,9 +68,12 @@ impl Waiting {
 pub(crate) struct WriterGuard<T> {
     /// Always `Some` until dropped.
     guard: Option<ArcMutexGuard<RawMutex, T>>,
-    /// Set when the transaction ends while background work waits: the lock
-    /// then goes straight to the longest waiter.
+    /// Set when the transaction ends while the other side waits (background
+    /// work for a foreground writer, a foreground writer for a batch): the
+    /// lock then goes straight to the longest waiter.
     hand_over: bool,
+    /// Whether a background batch holds it.
+    background: bool,
 }
 
 impl<T> WriterGuard<T> {
@@ -79,6 +85,7 @@ impl<T> WriterGuard<T> {
         WriterGuard {
             guard: Some(guard),
             hand_over: false,
+            background: false,
         }
     }
 
@@ -92,14 +99,20 @@ impl<T> WriterGuard<T> {
         WriterGuard {
             guard: Some(guard),
             hand_over: false,
+            background: true,
         }
     }
 
-    /// Called as the transaction ends: if background work waits, the lock
-    /// is handed to the longest waiter instead of being left to whichever
-    /// thread grabs it first.
+    /// Called as the transaction ends: if the other side waits (background
+    /// work after a foreground writer, a foreground writer after a batch),
+    /// the lock is handed to the longest waiter instead of being left to
+    /// whichever thread grabs it first.
     pub fn end(&mut self, waiting: &Waiting) {
-        self.hand_over = waiting.background();
+        self.hand_over = if self.background {
+            waiting.foreground()
+        } else {
+            waiting.background()
+        };
     }
 }
 
@@ -194,5 +207,28 @@ mod tests {
         t.join().unwrap();
         assert!(!waiting.background());
         assert_eq!(*lock.lock(), ["foreground", "background"]);
+    }
+
+    #[test]
+    fn a_batch_hands_the_lock_over_only_when_a_foreground_writer_waits() {
+        let lock = Arc::new(Mutex::new(()));
+        let waiting = Waiting::default();
+        let mut bg = WriterGuard::background(&lock, &waiting);
+        bg.end(&waiting);
+        assert!(!bg.hand_over, "nobody waits: a plain unlock");
+        drop(bg);
+        // Background work waiting does not make a batch hand over (batches
+        // run one after another in one thread); a foreground writer does.
+        waiting.background.fetch_add(1, Ordering::Relaxed);
+        let mut bg = WriterGuard::background(&lock, &waiting);
+        bg.end(&waiting);
+        assert!(!bg.hand_over);
+        drop(bg);
+        waiting.background.fetch_sub(1, Ordering::Relaxed);
+        let mut bg = WriterGuard::background(&lock, &waiting);
+        waiting.pretend_foreground(1);
+        bg.end(&waiting);
+        assert!(bg.hand_over, "a writer waits: the lock goes to it");
+        waiting.pretend_foreground(-1);
     }
 }
