@@ -214,3 +214,159 @@ fn compaction_and_defrag_finish_under_back_to_back_writers() {
     check(&store);
     store.check().unwrap();
 }
+
+/// Batched mode with nothing that would sync on its own: a store's writes
+/// stay parked in an open transaction holding the writer lock.
+fn parking_store(path: &std::path::Path) -> Store {
+    let mode = CommitMode::Batched {
+        max_writes: 1_000_000,
+        max_delay: Duration::from_secs(3600),
+    };
+    Store::open(path, StoreOptions::new().commit_mode(mode)).unwrap()
+}
+
+/// Runs `work` on another thread and fails if it has not returned long
+/// after any real run of it would have: a deadlock shows as a failure, not
+/// a hung suite.
+fn finishes<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(work()).unwrap());
+    rx.recv_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|_| panic!("{what} did not finish in 120 s: waiting on the parked writes?"))
+}
+
+/// Everyone else who needs the writer lock (a storage write transaction, a
+/// sync, compaction, defragmentation) commits the parked writes instead of
+/// waiting for them, and finds them committed.
+#[test]
+fn parked_writes_never_hold_up_other_users_of_the_writer_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = parking_store(&dir.path().join("s"));
+    for i in 0..100 {
+        store.put(format!("k{i:03}").as_bytes(), b"v1").unwrap();
+    }
+    // Parked: not yet in any commit a storage-level reader can see.
+    let stored = |s: &Store| {
+        let r = s.db().begin_read().unwrap();
+        let kv = r.open_table("kv").unwrap();
+        revkv::TxnRead::table_len(&r, kv).unwrap()
+    };
+    assert_eq!(stored(&store), 0);
+    let s = store.clone();
+    finishes("a storage write transaction", move || {
+        let mut w = s.db().begin_write().unwrap();
+        let t = w.open_table("other").unwrap();
+        revkv::TxnRead::get(&w, t, b"x").unwrap();
+        w.insert(t, b"x", b"y").unwrap();
+        w.commit().unwrap();
+        // Committed before this transaction began: a storage-level reader
+        // sees the store's writes.
+        assert_eq!(stored(&s), 100);
+    });
+    store.put(b"k000", b"v2").unwrap();
+    let s = store.clone();
+    finishes("a sync", move || s.sync().unwrap());
+    store.put(b"k001", b"v2").unwrap();
+    let s = store.clone();
+    finishes("a compaction", move || {
+        let rev = s.current_revision().unwrap();
+        s.compact(rev).unwrap();
+    });
+    store.put(b"k002", b"v2").unwrap();
+    let s = store.clone();
+    finishes("a defragmentation", move || s.db().defrag().unwrap());
+    store.put(b"k003", b"v2").unwrap();
+    let got = store.range(b"k", b"l", &RangeOptions::default()).unwrap();
+    assert_eq!(got.count, 100);
+    let twice: Vec<_> = got
+        .kvs
+        .iter()
+        .filter(|kv| kv.version == 2)
+        .map(|kv| kv.key.clone())
+        .collect();
+    assert_eq!(
+        twice,
+        [
+            b"k000".to_vec(),
+            b"k001".to_vec(),
+            b"k002".to_vec(),
+            b"k003".to_vec()
+        ]
+    );
+    store.check().unwrap();
+}
+
+/// A write is visible to every thread once it is acknowledged, by a point
+/// read (through the parked transaction) and by a range (which has it
+/// committed first), while it is still parked.
+#[test]
+fn parked_writes_are_visible_to_every_thread_once_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = parking_store(&path);
+    let done = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let n = 2000;
+    let writer = {
+        let (store, done) = (store.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            for i in 1..=n {
+                store
+                    .put(format!("k{i:05}").as_bytes(), format!("{i}").as_bytes())
+                    .unwrap();
+                done.store(i, Ordering::SeqCst);
+            }
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|t| {
+            let (store, done) = (store.clone(), Arc::clone(&done));
+            std::thread::spawn(move || loop {
+                let acked = done.load(Ordering::SeqCst);
+                if acked > 0 {
+                    let key = format!("k{acked:05}");
+                    let got = store
+                        .range(key.as_bytes(), b"", &RangeOptions::default())
+                        .unwrap();
+                    assert_eq!(
+                        got.kvs.len(),
+                        1,
+                        "acknowledged write {acked} not seen by a point read"
+                    );
+                    assert!(
+                        got.header.revision > acked,
+                        "revision {} behind write {acked}",
+                        got.header.revision
+                    );
+                }
+                if t == 1 {
+                    let acked = done.load(Ordering::SeqCst);
+                    let all = store
+                        .range(
+                            b"k",
+                            b"l",
+                            &RangeOptions {
+                                count_only: true,
+                                ..Default::default()
+                            },
+                        )
+                        .unwrap();
+                    assert!(
+                        all.count >= acked,
+                        "a range saw {} of {acked} acknowledged writes",
+                        all.count
+                    );
+                }
+                if acked == n {
+                    break;
+                }
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    for r in readers {
+        r.join().unwrap();
+    }
+    drop(store);
+    let store = Store::open(&path, StoreOptions::new()).unwrap();
+    assert_eq!(store.current_revision().unwrap(), n + 1);
+}

@@ -1,16 +1,20 @@
 //! Model-based property test of the revision store: random puts, deletes,
 //! transactions with compares, ranges at random revisions with random
 //! options, compactions and reopens, against the plain model in
-//! tests/model, agreeing on every answer and every error.
+//! tests/model, agreeing on every answer and every error. Run in both
+//! commit modes: in batched mode writes are parked in an open transaction
+//! between requests (`txn::parked`), and syncs and other users of the
+//! writer lock commit it in between.
 
 mod model;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use revkv::mvcc::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeOptions,
-    RangeRequest, RequestOp, Store, StoreOptions, TxnRequest,
+    CommitMode, Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest,
+    RangeOptions, RangeRequest, RequestOp, Store, StoreOptions, TxnRequest,
 };
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -36,6 +40,9 @@ enum Op {
         back: i64,
     },
     Reopen,
+    /// Something other than a store write takes the writer lock: 0 a
+    /// sync, 1 a storage write transaction, 2 a status read.
+    Interpose(u8),
 }
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
@@ -150,13 +157,14 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(compare, success, failure)| Op::Txn { req: TxnRequest { compare, success, failure } }),
         1 => (-1i64..10).prop_map(|back| Op::Compact { back }),
         1 => Just(Op::Reopen),
+        2 => (0u8..3).prop_map(Op::Interpose),
     ]
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(ops: Vec<Op>, mode: CommitMode) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let open = || Store::open(&path, StoreOptions::new().page_size(512)).unwrap();
+    let open = || Store::open(&path, StoreOptions::new().page_size(512).commit_mode(mode)).unwrap();
     let mut store = open();
     let mut m = model::Model::new();
     for (step, op) in ops.into_iter().enumerate() {
@@ -212,6 +220,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 drop(store);
                 store = open();
             }
+            Op::Interpose(0) => store.sync().unwrap(),
+            Op::Interpose(1) => drop(store.db().begin_write().unwrap()),
+            Op::Interpose(_) => {
+                let status = store.status().unwrap();
+                prop_assert_eq!(status.revision, m.current, "{}", ctx);
+            }
         }
         prop_assert_eq!(store.current_revision().unwrap(), m.current, "{}", ctx);
     }
@@ -247,18 +261,36 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-#[test]
-fn store_matches_model() {
-    let cases = 384;
-    eprintln!("mvcc_model: ChaCha seed [7; 32], {cases} cases");
+fn check_model(name: &str, seed: u8, cases: u32, mode: CommitMode) {
+    eprintln!("{name}: ChaCha seed [{seed}; 32], {cases} cases, {mode:?}");
     let config = Config {
         cases,
         failure_persistence: None,
         ..Config::default()
     };
-    let mut runner =
-        TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]));
+    let mut runner = TestRunner::new_with_rng(
+        config,
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]),
+    );
     runner
-        .run(&proptest::collection::vec(op(), 1..200), run)
+        .run(&proptest::collection::vec(op(), 1..200), |ops| {
+            run(ops, mode)
+        })
         .unwrap();
+}
+
+#[test]
+fn store_matches_model() {
+    check_model("mvcc_model", 7, 384, CommitMode::Immediate);
+}
+
+/// Batched mode: syncs every few writes, or from the background syncer
+/// at any moment, commit the parked writes in between.
+#[test]
+fn batched_store_matches_model() {
+    let mode = CommitMode::Batched {
+        max_writes: 5,
+        max_delay: Duration::from_millis(2),
+    };
+    check_model("mvcc_model batched", 8, 256, mode);
 }

@@ -70,13 +70,24 @@ pub enum CommitMode {
     /// Every write is durable when it returns. Concurrent writers share
     /// commits and fsyncs (group commit).
     Immediate,
-    /// Like etcd's backend batching: writes are committed at once (visible to
-    /// readers, safe from a process crash) and synced every `max_writes`
-    /// writes or `max_delay`, whichever comes first. Power loss loses at most
-    /// the writes since the last sync and never corrupts the store. Syncs run
-    /// on a background thread, which starts one early, at half of
-    /// `max_writes`; a writer syncs (and waits) itself only when `max_writes`
-    /// fill up before that.
+    /// Like etcd's backend batching: writes are visible to every reader as
+    /// soon as they return, and synced every `max_writes` writes or
+    /// `max_delay`, whichever comes first. A crash (of the process, the
+    /// machine or its power) loses at most the writes since the last sync
+    /// and never corrupts the store. Syncs run on a background thread, which
+    /// starts one early, at half of `max_writes`; a writer syncs (and waits)
+    /// itself only when `max_writes` fill up before that.
+    ///
+    /// Consecutive writes share one storage transaction, kept open
+    /// ("parked") between them, as etcd's backend keeps its bbolt
+    /// transaction: a page many of them touch is copied once, not once per
+    /// write. Point reads (a range of one key) read through it; any other
+    /// read, a sync, compaction, defragmentation or a storage-level
+    /// [`Db::begin_write`] commits it first (at most 1024 pages of work),
+    /// and so does the writer itself whenever anyone else waits for the
+    /// writer lock or the transaction holds 1024 pages. Storage-level
+    /// readers ([`Db::begin_read`]) see parked writes once they are
+    /// committed.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -240,6 +251,10 @@ struct Syncer {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // The parked transaction holds a database handle and the writer
+        // lock: commit it, so the last handle below syncs everything. A
+        // failure cannot be reported from here; it poisons the handle.
+        let _ = self.db.flush_parked();
         if let Some(Syncer { wake, thread }) = self.syncer.get_mut().take() {
             drop(wake);
             // The thread only syncs: it cannot panic in a way worth
@@ -408,6 +423,9 @@ impl Store {
 
     /// A snapshot with the store's tables and revisions as of it.
     fn snapshot(&self) -> Result<(ReadTxn, Option<Tables>, Revisions)> {
+        // Writes parked in batched mode are acknowledged: commit them so
+        // the snapshot has them.
+        self.inner.db.flush_parked()?;
         let r = self.inner.db.begin_read()?;
         if let Some((txid, t, revs)) = *self.inner.snapshot_cache.lock() {
             if txid == r.txid() {
@@ -459,7 +477,27 @@ impl Store {
 
     /// The revision of the last write.
     pub fn current_revision(&self) -> Result<i64> {
+        if let Some(revs) = self.parked(|w, t| read_revisions(w, t.meta)) {
+            return Ok(revs?.current as i64);
+        }
         Ok(self.snapshot()?.2.current as i64)
+    }
+
+    /// Runs `read` on the transaction parked in batched mode, if one is,
+    /// with the store's tables: a point read sees every acknowledged write
+    /// there without waiting for a commit. None if nothing is parked.
+    fn parked<R>(&self, read: impl FnOnce(&WriteTxn, Tables) -> Result<R>) -> Option<Result<R>> {
+        self.inner
+            .db
+            .read_parked(|w| {
+                let t = Tables {
+                    kv: w.opened_table(KV)?,
+                    rev: w.opened_table(REV)?,
+                    meta: w.opened_table(META)?,
+                };
+                Some(read(w, t))
+            })
+            .flatten()
     }
 
     /// The revision below which history was compacted away (0 if never).
@@ -479,6 +517,23 @@ impl Store {
         if key.is_empty() {
             return Err(Error::EmptyKey);
         }
+        let req = || RangeRequest {
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+            options: options.clone(),
+        };
+        if range_end.is_empty() {
+            // One key: quick enough to read under the parked transaction's
+            // lock (longer reads would hold up the writer).
+            let parked = self.parked(|w, t| {
+                let revs = read_revisions(w, t.meta)?;
+                let at = revs.check_read(options.revision, revs.current)?;
+                read::range_at(w, t.kv, &req(), at, revs.current)
+            });
+            if let Some(resp) = parked {
+                return resp;
+            }
+        }
         let (r, t, revs) = self.snapshot()?;
         let at = revs.check_read(options.revision, revs.current)?;
         let Some(t) = t else {
@@ -489,12 +544,7 @@ impl Store {
                 ..Default::default()
             });
         };
-        let req = RangeRequest {
-            key: key.to_vec(),
-            range_end: range_end.to_vec(),
-            options: options.clone(),
-        };
-        read::range_at(&r, t.kv, &req, at, revs.current)
+        read::range_at(&r, t.kv, &req(), at, revs.current)
     }
 
     /// Puts `value` at `key`.
@@ -681,13 +731,13 @@ impl Store {
     }
 
     fn try_apply_batch(&self, jobs: &[commit::Job]) -> Result<Vec<Result<TxnResponse>>> {
+        if let CommitMode::Batched { .. } = self.inner.opts.commit {
+            return self.apply_parked(jobs);
+        }
         let mut revs = self.inner.revs.lock();
         let mut w = self.inner.db.begin_write()?;
-        let t = tables(&mut w)?;
-        let mut applier = write::Applier::new(&mut w, t, *revs);
-        if self.inner.feed.recording() {
-            applier.events = Some(Vec::new());
-        }
+        let mut applier = self.applier(&mut w, *revs)?;
+        let t = applier.t;
         let mut results = Vec::with_capacity(jobs.len());
         for (req, _) in jobs {
             // A request's own error fails it alone when it came before any
@@ -716,6 +766,75 @@ impl Store {
             self.after_commit(jobs.len() as u32)?;
         }
         Ok(results)
+    }
+
+    /// An applier over `w`, recording events while anyone watches.
+    fn applier<'w>(&self, w: &'w mut WriteTxn, revs: Revisions) -> Result<write::Applier<'w>> {
+        let t = tables(w)?;
+        let mut applier = write::Applier::new(w, t, revs);
+        if self.inner.feed.recording() {
+            applier.events = Some(Vec::new());
+        }
+        Ok(applier)
+    }
+
+    /// Batched mode: applies requests to the parked transaction (see
+    /// `txn::parked`) and leaves it open for the next writes, unless
+    /// someone else waits for the writer. A request that fails part way is
+    /// undone alone: the writes parked before it are acknowledged.
+    fn apply_parked(&self, jobs: &[commit::Job]) -> Result<Vec<Result<TxnResponse>>> {
+        let mut revs = self.inner.revs.lock();
+        let mut resumed = self.inner.db.resume_parked()?;
+        // An error here changed nothing: the transaction stays parked.
+        let mut applier = self.applier(resumed.txn(), *revs)?;
+        let t = applier.t;
+        let mut results = Vec::with_capacity(jobs.len());
+        for (req, _) in jobs {
+            match applier.apply(req) {
+                Ok(r) => results.push(Ok(r)),
+                Err(e) => match applier.undo() {
+                    Ok(()) => results.push(Err(e)),
+                    Err(undo) => {
+                        drop(applier);
+                        resumed.abandon(&undo);
+                        return Err(e);
+                    }
+                },
+            }
+        }
+        let new = applier.revs;
+        let events = applier.events.take().unwrap_or_default();
+        let wrote = new.current != revs.current;
+        if wrote {
+            let w = resumed.txn();
+            if let Err(e) = w.insert(t.meta, META_CURRENT, &new.current.to_be_bytes()) {
+                resumed.abandon(&e);
+                return Err(e);
+            }
+            // Under the revision lock, so the feed sees writes in order.
+            // A reader of the feed that then reads the store has the
+            // parked writes committed first (`Store::snapshot`).
+            self.inner.feed.committed(revs.current, new.current, events);
+            *revs = new;
+        }
+        drop(revs);
+        resumed.park(self.may_park())?;
+        if wrote {
+            self.after_commit(jobs.len() as u32)?;
+        }
+        Ok(results)
+    }
+
+    /// Whether writes may stay parked: not near the quota, which is checked
+    /// against the committed size (a parked transaction's pages are not in
+    /// it yet).
+    fn may_park(&self) -> bool {
+        let page = self.inner.db.shared.limits.page_size;
+        let margin = (2 * crate::txn::parked::PARK_MAX_PAGES * page) as u64;
+        self.inner
+            .opts
+            .quota
+            .is_none_or(|q| quota::Quota::size(&self.inner.db).saturating_add(margin) < q)
     }
 
     /// Batched mode: sync once enough writes are unsynced.

@@ -187,16 +187,47 @@ impl<'w> Applier<'w> {
         Ok(resp)
     }
 
-    /// Writes one version at (main, sub) to both tables.
+    /// Takes back what the request being applied wrote, after it failed
+    /// part way: in a parked transaction (batched mode) the writes before
+    /// it are acknowledged and must be committed without it. Every change
+    /// is in the revision log at (main, 0..=sub) before it is in `kv`
+    /// (see [`Applier::write_version`]), and the log entry names its key.
+    pub fn undo(&mut self) -> Result<()> {
+        for sub in 0..=self.sub {
+            let at = keys::rev_key(self.main, sub);
+            let Some(log) = self.w.get(self.t.rev, &at)? else {
+                continue;
+            };
+            let Some(key) = log.get(1..) else {
+                return Err(Error::CorruptFile(format!(
+                    "revision log entry {}.{sub} is empty",
+                    self.main
+                )));
+            };
+            let kv_key = keys::kv_key(key, self.main);
+            self.w.remove(self.t.kv, &kv_key)?;
+            self.w.remove(self.t.rev, &at)?;
+        }
+        if let Some(events) = &mut self.events {
+            if events.last().is_some_and(|(rev, _)| *rev == self.main) {
+                events.pop();
+            }
+        }
+        self.sub = 0;
+        Ok(())
+    }
+
+    /// Writes one version at (main, sub) to both tables: the revision log
+    /// first, so that [`Applier::undo`] finds every `kv` entry written.
     fn write_version(&mut self, key: &[u8], rec: &Record<'_>) -> Result<()> {
         rec.encode_into(&mut self.record);
-        self.w
-            .insert(self.t.kv, &keys::kv_key(key, self.main), &self.record)?;
         let mut log = Vec::with_capacity(key.len() + 1);
         log.push(u8::from(rec.tombstone));
         log.extend_from_slice(key);
         self.w
             .insert(self.t.rev, &keys::rev_key(self.main, self.sub), &log)?;
+        self.w
+            .insert(self.t.kv, &keys::kv_key(key, self.main), &self.record)?;
         if let Some(events) = &mut self.events {
             let kv = if rec.tombstone {
                 KeyValue {
@@ -280,5 +311,78 @@ impl Revisions {
             });
         }
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::{read_revisions, tables, Store, StoreOptions};
+    use crate::TxnRead;
+
+    /// Every entry of a table, in order.
+    fn dump(w: &WriteTxn, table: crate::Table) -> Vec<(Vec<u8>, Vec<u8>)> {
+        w.range(
+            table,
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Unbounded,
+        )
+        .unwrap()
+        .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+        .collect()
+    }
+
+    /// What a request wrote before it failed comes out again, and only
+    /// that: the writes applied before it stay.
+    #[test]
+    fn undo_takes_back_the_request_in_hand_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("kv.db"), StoreOptions::new()).unwrap();
+        store.put(b"a", b"1").unwrap();
+        store.put(b"b", b"1").unwrap();
+        let db = store.db();
+        let mut w = db.begin_write().unwrap();
+        let t = tables(&mut w).unwrap();
+        let revs = read_revisions(&w, t.meta).unwrap();
+        let put = |k: &[u8]| {
+            RequestOp::Put(PutRequest {
+                key: k.to_vec(),
+                value: b"2".to_vec(),
+                ..Default::default()
+            })
+        };
+        let mut applier = Applier::new(&mut w, t, revs);
+        applier.events = Some(Vec::new());
+        // Applied and kept.
+        let kept = TxnRequest {
+            success: vec![put(b"a")],
+            ..Default::default()
+        };
+        applier.apply(&kept).unwrap();
+        let before = (dump(applier.w, t.kv), dump(applier.w, t.rev));
+        // Applied, then taken back as if its last operation had failed.
+        let undone = TxnRequest {
+            success: vec![
+                put(b"b"),
+                put(b"c"),
+                RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: b"a".to_vec(),
+                    ..Default::default()
+                }),
+            ],
+            ..Default::default()
+        };
+        let current = applier.revs.current;
+        applier.apply(&undone).unwrap();
+        applier.revs.current = current;
+        assert!(applier.wrote());
+        applier.undo().unwrap();
+        assert!(!applier.wrote());
+        assert_eq!((dump(applier.w, t.kv), dump(applier.w, t.rev)), before);
+        let events = applier.events.take().unwrap();
+        assert_eq!(events.iter().map(|(rev, _)| *rev).collect::<Vec<_>>(), [4]);
+        // Nothing was written: undoing again changes nothing.
+        applier.undo().unwrap();
+        assert_eq!((dump(applier.w, t.kv), dump(applier.w, t.rev)), before);
     }
 }

@@ -13,18 +13,22 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
-/// Largest piece of a write handed to the kernel in one call.
+/// Largest piece of a write handed to the kernel in one call: one memory
+/// page.
 ///
 /// Linux (ext4 and XFS since 6.x) caches a file in folios as large as the
-/// write that filled them, up to 2 MiB. A later write of one 4 KiB page
-/// into such a folio walks every block of it (`ext4_block_write_begin`),
-/// and syncing it cleans every page of the folio in each mapping: after a
-/// bulk load written in 8 MiB calls, a durable single-key commit at 1M
-/// keys took 0.63 ms instead of 0.46 ms, a third of it in that walk
-/// (`perf`, docs/benchmarks.md). Pieces of 64 KiB keep folios small
-/// enough that single-page writes stay cheap, and cost a bulk load nothing
-/// measurable (a few thousand calls for 275 MB).
-const WRITE_PIECE: usize = 64 << 10;
+/// write that filled them, up to 2 MiB, and a later write of one 4 KiB page
+/// into such a folio costs the whole folio: the write walks every block of
+/// it (`ext4_block_write_begin`), and writeback sends far more than the
+/// page to the disk. After a bulk load written in 8 MiB calls, a durable
+/// single-key commit took 0.63 ms instead of 0.46 ms, a third of it in that
+/// walk; with 64 KiB pieces, 100k read-compare-write updates after a load
+/// sent 2.84 GB to the disk for 0.84 GB of writes, and with one-page pieces
+/// 0.77 GB for 0.77 GB (`/proc/PID/io`, docs/benchmarks.md). A
+/// copy-on-write tree rewrites single pages all its life, so every folio is
+/// kept at one page; a bulk load pays for the extra calls (about a tenth
+/// of its time at 1M keys).
+const WRITE_PIECE: usize = 4 << 10;
 
 /// Watches and may veto every change revkv makes to a database file.
 ///

@@ -10,6 +10,7 @@ mod backup;
 mod check;
 mod open;
 mod pages;
+pub(crate) mod parked;
 pub(crate) mod read;
 mod readers;
 mod sync;
@@ -301,8 +302,16 @@ pub(crate) struct Writer {
     pub writing_ahead_bytes: usize,
 }
 
-/// Most retired pages whose memory one [`Writer::release_pending`] frees.
-const RETIRE_PER_CALL: usize = 256;
+/// Most retired pages whose memory one [`Writer::release_pending`] frees
+/// at the begin of a write transaction.
+pub(crate) const RETIRE_PER_CALL: usize = 256;
+/// The same at the begin of a transaction to be parked, which serves
+/// hundreds of writes (see `txn::parked`).
+pub(crate) const RETIRE_PER_PARKED: usize = 4096;
+/// Most page buffers kept for reuse: allocating fresh ones costs a page
+/// fault and zeroing each (a fifth of a batched writer's time when this
+/// was 1024).
+const BUFFER_POOL: usize = 4096;
 
 /// Pages in the file whose copies in memory wait for older snapshots.
 pub(crate) struct Retired {
@@ -317,13 +326,18 @@ pub(crate) struct Retired {
 impl Writer {
     /// Moves pages freed by commits at or before `oldest` (every reader's
     /// snapshot, or all if none) and already durable to the free set.
-    pub fn release_pending(&mut self, oldest: Option<u64>, unwritten: &UnwrittenPages) {
+    pub fn release_pending(
+        &mut self,
+        oldest: Option<u64>,
+        unwritten: &UnwrittenPages,
+        budget: usize,
+    ) {
         let seen = |txid: u64| oldest.is_some_and(|o| txid > o);
         // Memory is let go of a bounded number of pages per call (each
         // write transaction's begin calls this under the writer lock): a
         // write-ahead retires thousands at once, and a writer should not
         // wait for all of them to be freed.
-        let mut budget = RETIRE_PER_CALL;
+        let mut budget = budget;
         while let Some(front) = self.retired.front_mut() {
             // A write-ahead in flight reads its pages from memory without
             // the lock: nothing leaves memory until it ends.
@@ -396,7 +410,7 @@ impl Writer {
 
     pub fn recycle(&mut self, bufs: impl Iterator<Item = Box<[u8]>>) {
         for b in bufs {
-            if b.len() == self.page_size && self.buffers.len() < 1024 {
+            if b.len() == self.page_size && self.buffers.len() < BUFFER_POOL {
                 self.buffers.push(b);
             }
         }
@@ -424,6 +438,8 @@ pub(crate) struct Shared {
     pub writer: Arc<Mutex<Writer>>,
     /// Who waits for `writer`: see `writer_lock`.
     pub waiting: writer_lock::Waiting,
+    /// A batched store's open write transaction, between its writes.
+    pub parked: parked::Parked,
     serial: AtomicU64,
     pub recovery: Option<Recovery>,
 }
@@ -613,7 +629,7 @@ impl Db {
         let ps = self.shared.limits.page_size as u64;
         let mut longest = Duration::ZERO;
         loop {
-            let mut w = self.shared.writer.lock();
+            let mut w = self.shared.lock_writer();
             let start = std::time::Instant::now();
             let Some(target) = w.trim_to else {
                 return longest;

@@ -152,6 +152,7 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         }),
         writer: Arc::new(Mutex::new(writer)),
         waiting: Default::default(),
+        parked: Default::default(),
         serial: AtomicU64::new(1),
         recovery: (!problems.is_empty()).then_some(Recovery {
             txid: meta.txid,

@@ -121,7 +121,7 @@ impl Db {
         }
         let most = shared.unwritten_limit / 2;
         let held = || {
-            let w = shared.writer.lock();
+            let w = shared.lock_writer();
             shared
                 .unwritten
                 .bytes()
@@ -156,7 +156,7 @@ impl Db {
     fn begin_write_ahead(&self) -> Result<Option<WriteAhead>> {
         let shared = &*self.shared;
         let ps = shared.limits.page_size as u64;
-        let mut w = shared.writer.lock();
+        let mut w = shared.lock_writer();
         if let Some(why) = &w.poisoned {
             return Err(Error::Poisoned(why.clone()));
         }
@@ -229,7 +229,7 @@ impl Db {
                     // still succeed: only reopening (which verifies) tells
                     // what the disk holds.
                     let what = format!("syncing pages written ahead of transaction {txid}");
-                    shared.writer.lock().poisoned = Some(format!("{what}: {e}"));
+                    shared.lock_writer().poisoned = Some(format!("{what}: {e}"));
                     Error::io(what, e)
                 })
             });
@@ -245,7 +245,7 @@ impl Db {
                 }
             }
         }
-        let mut w = shared.writer.lock();
+        let mut w = shared.lock_writer();
         if result.is_ok() {
             let synced = if ahead.complete {
                 Synced::Commit(txid)
@@ -263,7 +263,7 @@ impl Db {
     /// its own writes both).
     pub(super) fn commit_durably(&self) -> Result<()> {
         let unsynced = {
-            let w = self.shared.writer.lock();
+            let w = self.shared.lock_writer();
             w.synced_txid < w.meta.txid
         };
         if unsynced {
@@ -278,7 +278,7 @@ impl Db {
     /// Step 3: marks the last commit synced in its meta, so the next open
     /// verifies nothing.
     pub(super) fn mark_synced(&self) -> Result<()> {
-        let mut w = self.shared.writer.lock();
+        let mut w = self.shared.lock_writer();
         if w.synced_txid != w.meta.txid {
             // An unsynced commit slipped in after the durable one. Even if
             // it wrote its pages out, it wrote no free list (its meta names
@@ -459,7 +459,7 @@ mod tests {
         commit(&db, Durability::None, "b", Some(3));
         commit(&db, Durability::Immediate, "c", Some(4));
         assert!(
-            !db.shared.writer.lock().deferred.is_empty(),
+            !db.shared.lock_writer().deferred.is_empty(),
             "nothing was freed meanwhile"
         );
         db.finish_write_ahead(ahead).unwrap();
@@ -490,7 +490,7 @@ mod tests {
         let db = with_pages_held(&path);
         commit(&db, Durability::None, "b", Some(3));
         db.sync_unmarked().unwrap();
-        let w = db.shared.writer.lock();
+        let w = db.shared.lock_writer();
         assert_eq!(w.synced_txid, w.meta.txid);
         assert!(w.unwritten_live.is_empty() && w.written_ahead.is_empty());
         drop(w);
@@ -561,7 +561,7 @@ mod tests {
             .iter()
             .copied()
             .collect();
-        let txid = db.shared.writer.lock().meta.txid;
+        let txid = db.shared.lock_writer().meta.txid;
         assert!(!ahead.is_empty());
         // Whether memory holds the written-ahead version of any of them (a
         // newer page at a reused id is another matter).
@@ -576,7 +576,7 @@ mod tests {
         assert!(db.write_ahead().unwrap());
         assert_eq!(
             db.shared.state.lock().snapshot.written,
-            db.shared.writer.lock().meta.txid
+            db.shared.lock_writer().meta.txid
         );
         // A commit releases what no snapshot needs: `older` still reads
         // the written-ahead pages from memory.

@@ -31,7 +31,7 @@ use super::table::{
     check_table_name, CursorInner, Entries, EntriesInner, Table, TableCursor, TableRecord, TxnRead,
 };
 use super::writer_lock::WriterGuard;
-use super::{Durability, Published, Retired, Shared, Writer};
+use super::{Durability, Published, Retired, Shared, Writer, RETIRE_PER_CALL, RETIRE_PER_PARKED};
 use crate::btree::cursor::{Cursor, Range};
 use crate::btree::node::{Limits, Node, NodeMut};
 use crate::btree::write::{self as tree, PageStore};
@@ -157,6 +157,11 @@ pub struct WriteTxn {
     durability: Durability,
     /// Set by [`WriteTxn::shrink`]: truncate the file after the commit.
     shrunk: bool,
+    /// Set for a parked transaction: an unsynced commit keeps its pages in
+    /// memory even past the unwritten limit (the next sync or commit
+    /// writes them), so the commit cannot fail on a write and lose writes
+    /// that were acknowledged while it was parked.
+    hold: bool,
     /// Set by [`WriteTxn::shrink`] when the last free-list run lies in the
     /// cut-off tail: it is dropped with it rather than freed.
     drop_old_freelist: bool,
@@ -172,7 +177,16 @@ pub(crate) struct RelocatePosition {
 
 impl WriteTxn {
     pub(crate) fn begin(shared: &Arc<Shared>) -> Result<WriteTxn> {
-        Self::begin_with(shared, false)
+        Self::begin_with(shared, false, RETIRE_PER_CALL)
+    }
+
+    /// Begins a transaction to be parked (see `txn::parked`): one begin
+    /// serves hundreds of writes, so it lets go of the memory of that many
+    /// more retired pages, and its commit keeps its pages in memory.
+    pub(crate) fn begin_parked(shared: &Arc<Shared>) -> Result<WriteTxn> {
+        let mut txn = Self::begin_with(shared, false, RETIRE_PER_PARKED)?;
+        txn.hold = true;
+        Ok(txn)
     }
 
     /// Begins after handing the writer lock to any thread already waiting
@@ -181,25 +195,32 @@ impl WriteTxn {
     /// write waits for at most the batch in progress instead of being
     /// overtaken by the next one.
     pub(crate) fn begin_yielding(shared: &Arc<Shared>) -> Result<WriteTxn> {
-        Self::begin_with(shared, true)
+        Self::begin_with(shared, true, RETIRE_PER_CALL)
     }
 
-    fn begin_with(shared: &Arc<Shared>, yield_first: bool) -> Result<WriteTxn> {
+    fn begin_with(shared: &Arc<Shared>, yield_first: bool, retire: usize) -> Result<WriteTxn> {
         if shared.read_only {
             return Err(Error::ReadOnly);
         }
+        // A parked transaction holds the writer lock: count this thread
+        // among those on the way to it, then commit the parked one (see
+        // `txn::parked`).
+        let turn = shared.parked.enter();
+        // A failed flush poisons the writer, which is checked below.
+        let _ = shared.flush_parked();
         let mut writer = if yield_first {
             WriterGuard::background(&shared.writer, &shared.waiting)
         } else {
             WriterGuard::foreground(&shared.writer, &shared.waiting)
         };
+        drop(turn);
         if let Some(why) = &writer.poisoned {
             return Err(Error::Poisoned(why.clone()));
         }
         // Pages freed by commits that every open snapshot is at or past can
         // no longer be seen by anyone: make them reusable.
         let oldest = shared.state.lock().readers.oldest();
-        writer.release_pending(oldest, &shared.unwritten);
+        writer.release_pending(oldest, &shared.unwritten, retire);
         shared.publish_space(&writer);
         let meta = writer.meta;
         let pages = MappedPages {
@@ -225,6 +246,7 @@ impl WriteTxn {
             changed: false,
             durability: shared.durability,
             shrunk: false,
+            hold: false,
             drop_old_freelist: false,
             writer,
         })
@@ -234,6 +256,22 @@ impl WriteTxn {
     /// batched background work ends its batch at the next safe point.
     pub(crate) fn writer_waiting(&self) -> bool {
         self.shared.waiting.foreground()
+    }
+
+    /// Whether the commit would change anything.
+    pub(crate) fn is_changed(&self) -> bool {
+        self.changed || !self.freed.is_empty()
+    }
+
+    /// Pages (runs) this transaction holds in memory.
+    pub(crate) fn dirty_pages(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// The handle of a table this transaction has opened, if it has.
+    pub(crate) fn opened_table(&self, name: &str) -> Option<Table> {
+        let i = self.tables.iter().position(|t| &*t.name == name)?;
+        Some(self.handle(i))
     }
 
     /// The id this transaction commits as.
@@ -516,7 +554,8 @@ impl WriteTxn {
         // them out here too would only double the writes.
         let held_bytes =
             (self.shared.unwritten.bytes()).saturating_sub(self.writer.writing_ahead_bytes);
-        let write_out = durable || held_bytes + dirty_bytes > self.shared.unwritten_limit;
+        let write_out =
+            durable || (!self.hold && held_bytes + dirty_bytes > self.shared.unwritten_limit);
         // Only a durable commit writes a free list and a meta: an unsynced
         // commit's pages are reachable from no meta on disk until the next
         // durable commit or sync writes one, which is what makes losing them
@@ -920,7 +959,11 @@ impl PageStore for WriteTxn {
             return Ok(at.id);
         }
         let id = self.alloc(1)?;
-        let mut buf = self.buffer(1);
+        // Every byte is copied over: a pooled buffer need not be zeroed.
+        let mut buf = match self.writer.buffers.pop() {
+            Some(b) => b,
+            None => self.buffer(1),
+        };
         buf.copy_from_slice(
             self.pages
                 .node(at, &self.shared.verified, &self.shared.unwritten)?
