@@ -168,12 +168,10 @@ impl Resumed<'_> {
     /// the writer lock, it holds [`PARK_MAX_PAGES`] or more, `keep` is
     /// false, or it changed nothing: then commits it.
     pub fn park(mut self, keep: bool) -> Result<()> {
+        let wanted = self.shared.parked.wanted();
         let txn = self.txn();
-        if keep
-            && txn.is_changed()
-            && txn.dirty_pages() < PARK_MAX_PAGES
-            && !self.shared.parked.wanted()
-        {
+        if keep && !wanted && txn.is_changed() && txn.dirty_pages() < PARK_MAX_PAGES {
+            txn.hold_in_memory();
             return Ok(());
         }
         self.commit()

@@ -157,10 +157,11 @@ pub struct WriteTxn {
     durability: Durability,
     /// Set by [`WriteTxn::shrink`]: truncate the file after the commit.
     shrunk: bool,
-    /// Set for a parked transaction: an unsynced commit keeps its pages in
-    /// memory even past the unwritten limit (the next sync or commit
+    /// Set once a transaction is parked: an unsynced commit keeps its pages
+    /// in memory even past the unwritten limit (the next sync or commit
     /// writes them), so the commit cannot fail on a write and lose writes
-    /// that were acknowledged while it was parked.
+    /// that were acknowledged while it was parked. (A transaction that was
+    /// never parked holds nothing acknowledged: it may write out.)
     hold: bool,
     /// Set by [`WriteTxn::shrink`] when the last free-list run lies in the
     /// cut-off tail: it is dropped with it rather than freed.
@@ -182,11 +183,15 @@ impl WriteTxn {
 
     /// Begins a transaction to be parked (see `txn::parked`): one begin
     /// serves hundreds of writes, so it lets go of the memory of that many
-    /// more retired pages, and its commit keeps its pages in memory.
+    /// more retired pages.
     pub(crate) fn begin_parked(shared: &Arc<Shared>) -> Result<WriteTxn> {
-        let mut txn = Self::begin_with(shared, false, RETIRE_PER_PARKED)?;
-        txn.hold = true;
-        Ok(txn)
+        Self::begin_with(shared, false, RETIRE_PER_PARKED)
+    }
+
+    /// Makes an unsynced commit keep its pages in memory however many are
+    /// held there (see the `hold` field): for a transaction being parked.
+    pub(crate) fn hold_in_memory(&mut self) {
+        self.hold = true;
     }
 
     /// Begins after handing the writer lock to any thread already waiting
