@@ -177,17 +177,20 @@ impl Resumed<'_> {
         self.commit()
     }
 
-    /// Commits the transaction now. A failure loses its writes, parked
-    /// ones included, and poisons the writer (see `Shared::flush_parked`).
+    /// Commits the transaction now. If it had been parked, a failure loses
+    /// acknowledged writes and poisons the writer (see
+    /// `Shared::flush_parked`); if not, it fails like any commit (only
+    /// this call's writes are lost) and the handle stays usable.
     pub fn commit(mut self) -> Result<()> {
         let txn = self
             .slot
             .take()
             .expect("a resumed slot holds a transaction");
+        let was_parked = txn.holds_in_memory();
         let result = txn.commit();
         self.shared.parked.occupied.store(false, Ordering::SeqCst);
         drop(self.slot);
-        if let Err(e) = &result {
+        if let (Err(e), true) = (&result, was_parked) {
             let why = format!("committing parked writes: {e}");
             self.shared.lock_writer().poisoned.get_or_insert(why);
         }

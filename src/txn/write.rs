@@ -194,6 +194,11 @@ impl WriteTxn {
         self.hold = true;
     }
 
+    /// Whether [`WriteTxn::hold_in_memory`] was called: it was parked.
+    pub(crate) fn holds_in_memory(&self) -> bool {
+        self.hold
+    }
+
     /// Begins after handing the writer lock to any thread already waiting
     /// for it (fairly), then taking it back: for background work done in a
     /// series of batches (compaction, defragmentation), so a foreground
