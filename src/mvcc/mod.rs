@@ -264,8 +264,12 @@ impl Drop for Inner {
     }
 }
 
-/// A revision store. Cheap to clone, `Send + Sync`; reads never wait for
-/// writes.
+/// A revision store. Cheap to clone, `Send + Sync`. With
+/// [`CommitMode::Immediate`] reads never wait for writes. With
+/// [`CommitMode::Batched`] a point read waits at most for the write being
+/// applied (microseconds), and any other read for the commit of the writes
+/// parked since the last one (at most 1024 pages of work): the price of
+/// seeing every acknowledged write without a commit per write.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,

@@ -238,7 +238,7 @@ pub struct TxnResponse {
 
 impl TxnRequest {
     /// Whether neither branch writes: such a transaction runs on a snapshot
-    /// and never waits for the writer.
+    /// (after any parked writes are committed, see `Store`).
     pub(crate) fn is_read_only(&self) -> bool {
         self.success
             .iter()
