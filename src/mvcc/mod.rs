@@ -521,18 +521,13 @@ impl Store {
         if key.is_empty() {
             return Err(Error::EmptyKey);
         }
-        let req = || RangeRequest {
-            key: key.to_vec(),
-            range_end: range_end.to_vec(),
-            options: options.clone(),
-        };
         if range_end.is_empty() {
             // One key: quick enough to read under the parked transaction's
             // lock (longer reads would hold up the writer).
             let parked = self.parked(|w, t| {
                 let revs = read_revisions(w, t.meta)?;
                 let at = revs.check_read(options.revision, revs.current)?;
-                read::range_at(w, t.kv, &req(), at, revs.current)
+                read::range_of(w, t.kv, key, range_end, options, at, revs.current)
             });
             if let Some(resp) = parked {
                 return resp;
@@ -548,7 +543,7 @@ impl Store {
                 ..Default::default()
             });
         };
-        read::range_at(&r, t.kv, &req(), at, revs.current)
+        read::range_of(&r, t.kv, key, range_end, options, at, revs.current)
     }
 
     /// Puts `value` at `key`.

@@ -37,15 +37,16 @@ impl RangeEnd {
         }
     }
 
-    /// The exclusive bound on `kv` table keys, None for no bound.
-    fn kv_bound(&self, start: &[u8]) -> Option<Vec<u8>> {
+    /// The exclusive bound on `kv` table keys, None for no bound, given
+    /// `esc(start)` (which a single-key bound is made of).
+    fn kv_bound(&self, escaped_start: Vec<u8>) -> Option<Vec<u8>> {
         match self {
             RangeEnd::Unbounded => None,
             RangeEnd::Before(end) => Some(keys::escape(end)),
             RangeEnd::Single => {
                 // esc(start) ends in 00 00; every entry of `start` sorts
                 // below the same bytes ending in 00 01, every longer key above.
-                let mut b = keys::escape(start);
+                let mut b = escaped_start;
                 *b.last_mut().expect("escape ends with a terminator") = 1;
                 Some(b)
             }
@@ -93,11 +94,12 @@ impl<'a> LiveAt<'a> {
         rev: u64,
     ) -> Result<LiveAt<'a>> {
         let mut cursor = txn.cursor(kv)?;
-        let entry = cursor.seek(&keys::escape(start))?;
+        let escaped = keys::escape(start);
+        let entry = cursor.seek(&escaped)?;
         Ok(LiveAt {
             cursor,
             rev,
-            bound: end.kv_bound(start),
+            bound: end.kv_bound(escaped),
             single: *end == RangeEnd::Single,
             entry,
             scratch: Vec::new(),
@@ -198,9 +200,29 @@ pub fn range_at<T: TxnRead + ?Sized>(
     rev: u64,
     header_rev: u64,
 ) -> Result<super::txn::RangeResponse> {
-    let opts = &req.options;
-    let end = RangeEnd::from_etcd(&req.range_end);
-    let mut live = LiveAt::new(txn, kv, &req.key, &end, rev)?;
+    range_of(
+        txn,
+        kv,
+        &req.key,
+        &req.range_end,
+        &req.options,
+        rev,
+        header_rev,
+    )
+}
+
+/// [`range_at`] from the parts of a request (no request to build).
+pub fn range_of<T: TxnRead + ?Sized>(
+    txn: &T,
+    kv: Table,
+    key: &[u8],
+    range_end: &[u8],
+    opts: &super::txn::RangeOptions,
+    rev: u64,
+    header_rev: u64,
+) -> Result<super::txn::RangeResponse> {
+    let end = RangeEnd::from_etcd(range_end);
+    let mut live = LiveAt::new(txn, kv, key, &end, rev)?;
     let limit = if opts.limit > 0 {
         opts.limit as usize
     } else {
