@@ -527,7 +527,7 @@ impl Store {
             let parked = self.parked(|w, t| {
                 let revs = read_revisions(w, t.meta)?;
                 let at = revs.check_read(options.revision, revs.current)?;
-                read::range_of(w, t.kv, key, range_end, options, at, revs.current)
+                read::range_at(w, t.kv, key, range_end, options, at, revs.current)
             });
             if let Some(resp) = parked {
                 return resp;
@@ -543,7 +543,7 @@ impl Store {
                 ..Default::default()
             });
         };
-        read::range_of(&r, t.kv, key, range_end, options, at, revs.current)
+        read::range_at(&r, t.kv, key, range_end, options, at, revs.current)
     }
 
     /// Puts `value` at `key`.
@@ -700,7 +700,9 @@ impl Store {
             responses.push(ResponseOp::Range(read::range_at(
                 &r,
                 t.kv,
-                range,
+                &range.key,
+                &range.range_end,
+                &range.options,
                 at,
                 revs.current,
             )?));

@@ -191,28 +191,11 @@ pub fn version_at<'a, T: TxnRead + ?Sized>(
     Ok(Some((found, Record::decode(v)?)))
 }
 
-/// Executes a range read at revision `rev` (already checked against the
-/// compacted and current revisions): etcd's counting, limit and filters.
+/// Executes a range read of `[key, range_end)` (etcd's rules) at revision
+/// `rev` (already checked against the compacted and current revisions):
+/// etcd's counting, limit and filters. Takes a request's parts, so a caller
+/// holding them need not build one.
 pub fn range_at<T: TxnRead + ?Sized>(
-    txn: &T,
-    kv: Table,
-    req: &super::txn::RangeRequest,
-    rev: u64,
-    header_rev: u64,
-) -> Result<super::txn::RangeResponse> {
-    range_of(
-        txn,
-        kv,
-        &req.key,
-        &req.range_end,
-        &req.options,
-        rev,
-        header_rev,
-    )
-}
-
-/// [`range_at`] from the parts of a request (no request to build).
-pub fn range_of<T: TxnRead + ?Sized>(
     txn: &T,
     kv: Table,
     key: &[u8],

@@ -113,7 +113,15 @@ impl<'w> Applier<'w> {
     fn range(&mut self, r: &super::txn::RangeRequest) -> Result<RangeResponse> {
         let rev = self.read_rev();
         let at = self.revs.check_read(r.options.revision, rev)?;
-        read::range_at(&*self.w, self.t.kv, r, at, rev)
+        read::range_at(
+            &*self.w,
+            self.t.kv,
+            &r.key,
+            &r.range_end,
+            &r.options,
+            at,
+            rev,
+        )
     }
 
     fn latest(&self, key: &[u8]) -> Result<Option<(u64, KeyValue, u64, u64)>> {

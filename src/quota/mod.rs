@@ -70,9 +70,10 @@ pub(crate) struct Quota {
 }
 
 impl Quota {
-    /// The database's size as the quota counts it.
+    /// The database's size as the quota counts it (every write asks: this
+    /// reads one figure, not the whole of [`Db::stats`]).
     pub fn size(db: &Db) -> u64 {
-        Self::size_of(&db.stats())
+        db.allocated_bytes()
     }
 
     /// The same, from stats already taken.

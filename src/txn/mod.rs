@@ -590,6 +590,14 @@ impl Db {
         }
     }
 
+    /// Bytes of the pages allocated as of the last commit (the high-water
+    /// mark): `Stats::allocated_pages` times the page size, without the
+    /// rest of [`Db::stats`].
+    pub(crate) fn allocated_bytes(&self) -> u64 {
+        let hwm = self.shared.state.lock().space.hwm;
+        hwm * self.shared.limits.page_size as u64
+    }
+
     /// Verifies the whole file as of the last commit: every reachable page's
     /// checksum and layout, key order across pages, balanced depth, entry
     /// counts, and that every page is either reachable or free exactly once.

@@ -85,32 +85,28 @@ impl Shared {
         if !self.parked.occupied() {
             return Ok(());
         }
-        let mut slot = self.parked.slot.write();
-        let Some(txn) = slot.take() else {
+        let slot = self.parked.slot.write();
+        if slot.is_none() {
             return Ok(());
-        };
-        // The slot stays locked until the commit is published: a reader
-        // that finds it empty must find these writes in the snapshot.
-        let result = txn.commit();
-        self.parked.occupied.store(false, Ordering::SeqCst);
-        drop(slot);
-        if let Err(e) = &result {
-            let why = format!("committing parked writes: {e}");
-            self.lock_writer().poisoned.get_or_insert(why);
         }
-        result
+        Resumed { slot, shared: self }.commit()
+    }
+
+    /// Makes way for a thread about to wait for the writer lock: counts it
+    /// among those on the way, then commits the parked transaction, which
+    /// holds the lock. Keep the turn until the lock is taken. A failed
+    /// flush poisons the writer, for the caller to find under the lock.
+    pub(crate) fn make_way(&self) -> Turn<'_> {
+        let turn = self.parked.enter();
+        let _ = self.flush_parked();
+        turn
     }
 
     /// The writer's state, for work done under the writer lock outside a
-    /// write transaction (a sync's steps, trimming the file). Commits the
-    /// parked transaction first: it holds the lock.
+    /// write transaction (a sync's steps, trimming the file).
     pub(crate) fn lock_writer(&self) -> parking_lot::MutexGuard<'_, super::Writer> {
-        let turn = self.parked.enter();
-        // An error is recorded in the writer (poisoned) for the caller to find.
-        let _ = self.flush_parked();
-        let guard = self.writer.lock();
-        drop(turn);
-        guard
+        let _turn = self.make_way();
+        self.writer.lock()
     }
 }
 
@@ -177,7 +173,9 @@ impl Resumed<'_> {
         self.commit()
     }
 
-    /// Commits the transaction now. If it had been parked, a failure loses
+    /// Commits the transaction now, holding the slot until the commit is
+    /// published (a reader that finds the slot empty must find these
+    /// writes in the snapshot). If it had been parked, a failure loses
     /// acknowledged writes and poisons the writer (see
     /// `Shared::flush_parked`); if not, it fails like any commit (only
     /// this call's writes are lost) and the handle stays usable.

@@ -212,12 +212,9 @@ impl WriteTxn {
         if shared.read_only {
             return Err(Error::ReadOnly);
         }
-        // A parked transaction holds the writer lock: count this thread
-        // among those on the way to it, then commit the parked one (see
-        // `txn::parked`).
-        let turn = shared.parked.enter();
-        // A failed flush poisons the writer, which is checked below.
-        let _ = shared.flush_parked();
+        // A parked transaction holds the writer lock (see `txn::parked`);
+        // a failed flush poisons the writer, which is checked below.
+        let turn = shared.make_way();
         let mut writer = if yield_first {
             WriterGuard::background(&shared.writer, &shared.waiting)
         } else {
@@ -303,8 +300,8 @@ impl WriteTxn {
     /// Opens `name`, creating it (empty) if it does not exist.
     pub fn open_table(&mut self, name: &str) -> Result<Table> {
         check_table_name(name)?;
-        if let Some(i) = self.tables.iter().position(|t| &*t.name == name) {
-            return Ok(self.handle(i));
+        if let Some(table) = self.opened_table(name) {
+            return Ok(table);
         }
         let (record, dirty) = match btree::get(&*self, self.catalog, name.as_bytes())? {
             Some(rec) => (TableRecord::decode(rec, name.as_bytes())?, false),
@@ -534,7 +531,7 @@ impl WriteTxn {
     /// ([`Error::Poisoned`]) because the disk's state is then unknown, and
     /// must be reopened. Reads keep working either way.
     pub fn commit(mut self) -> Result<()> {
-        if !self.changed && self.freed.is_empty() {
+        if !self.is_changed() {
             return Ok(());
         }
         // Seal every dirty tree bottom-up and record its root in the catalog.
