@@ -370,3 +370,89 @@ fn parked_writes_are_visible_to_every_thread_once_acknowledged() {
     let store = Store::open(&path, StoreOptions::new()).unwrap();
     assert_eq!(store.current_revision().unwrap(), n + 1);
 }
+
+/// Batched mode: point reads of keys whose last write is parked and of keys
+/// whose last write is committed (a range commits the parked writes now and
+/// then) both see every acknowledged write, while compaction runs its
+/// slices in the same parked transaction.
+#[test]
+fn point_reads_see_acknowledged_writes_while_compaction_shares_the_parked_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let store = parking_store(&path);
+    let (keys, n) = (50i64, 6000i64);
+    let done = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let writer = {
+        let (store, done) = (store.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            for i in 1..=n {
+                let key = format!("k{:02}", i % keys);
+                store.put(key.as_bytes(), &i.to_be_bytes()).unwrap();
+                done.store(i, Ordering::SeqCst);
+            }
+        })
+    };
+    let reader = {
+        let (store, done) = (store.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut slot = 0;
+            loop {
+                let acked = done.load(Ordering::SeqCst);
+                slot = (slot + 7) % keys;
+                // The last acknowledged write to this key: the largest
+                // i <= acked with i % keys == slot.
+                let last = acked - (acked - slot).rem_euclid(keys);
+                if last >= 1 {
+                    let got = store
+                        .range(
+                            format!("k{slot:02}").as_bytes(),
+                            b"",
+                            &RangeOptions::default(),
+                        )
+                        .unwrap();
+                    let value = i64::from_be_bytes(got.kvs[0].value[..].try_into().unwrap());
+                    assert!(
+                        value >= last,
+                        "k{slot:02}: read {value}, write {last} acknowledged"
+                    );
+                    assert!(got.header.revision > acked, "revision behind write {acked}");
+                }
+                if acked % 97 == 0 {
+                    // Commits the parked writes: the next reads of these
+                    // keys read the last commit.
+                    store.range(b"k", b"l", &RangeOptions::default()).unwrap();
+                }
+                if acked == n {
+                    break;
+                }
+            }
+        })
+    };
+    // Compaction, again and again, to a revision behind the writer.
+    while done.load(Ordering::SeqCst) < n {
+        let current = store.current_revision().unwrap();
+        if current > 2 * keys {
+            match store.compact(current - keys) {
+                Ok(_) => {}
+                Err(e) if e.kind() == revkv::ErrorKind::Compacted => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    writer.join().unwrap();
+    reader.join().unwrap();
+    // Every key reads its last write, before and after reopening.
+    let check = |store: &Store| {
+        let all = store.range(b"k", b"l", &RangeOptions::default()).unwrap();
+        assert_eq!(all.kvs.len() as i64, keys);
+        for kv in &all.kvs {
+            let i = i64::from_be_bytes(kv.value[..].try_into().unwrap());
+            assert!(i > n - keys, "{:?} holds {i}", kv.key);
+        }
+    };
+    check(&store);
+    drop(store);
+    let store = Store::open(&path, StoreOptions::new()).unwrap();
+    check(&store);
+    store.check().unwrap();
+}

@@ -5,17 +5,21 @@
 //! shrinks on its own. etcd's defragmentation copies the whole database to a
 //! new file while every request waits. revkv instead moves the pages that lie
 //! beyond the size the live data needs ("the limit") to free pages below it,
-//! in small write transactions, then cuts the file at the end of the last live
+//! in small batches, then cuts the file at the end of the last live
 //! page:
 //!
 //! 1. limit = pages the last commit references, plus a little slack;
-//! 2. relocation batches: each a write transaction that copies up to
-//!    `batch_pages` pages from at or above the limit to the lowest free pages
-//!    (copy-on-write does the rest: the old pages are freed by the commit).
-//!    With [`Durability::None`](crate::Durability) a batch is not synced on
-//!    its own: a sync (its writes ahead of the writer lock) follows every
-//!    few batches, so the pages they free become reusable for the next;
-//!    with `Immediate` every batch is durable;
+//! 2. relocation batches: each copies up to `batch_pages` pages from at or
+//!    above the limit to the lowest free pages (copy-on-write does the
+//!    rest: the old pages are freed by the commit). With
+//!    [`Durability::None`](crate::Durability) (a batched store's database)
+//!    a batch runs in the parked transaction (`txn::parked`) between
+//!    foreground writes, giving way after any step of a few pages that a
+//!    writer waits behind, and is not committed on its own; a sync (its
+//!    writes ahead of the writer lock) follows every four batches' worth
+//!    of pages moved, so the pages they free become reusable for the next.
+//!    With `Immediate` every batch is a durable write transaction of its
+//!    own;
 //! 3. a sync, after which the old pages become reusable as soon as no open
 //!    snapshot predates the batches;
 //! 4. a shrink transaction that lowers the high-water mark to the start of the
@@ -23,20 +27,21 @@
 //!    is durable (in 32 MiB steps).
 //!
 //! Readers are never blocked. Defragmentation gives way to foreground
-//! writers as compaction does (`txn::writer_lock`): a batch ends early, after
-//! a short minimum of work, when a writer waits, and a writer that ends
-//! hands the lock back to the waiting batch; between batches it paces itself
-//! to the disk. [`DefragReport::longest_batch`] is the longest time a batch
-//! held the writer lock. Snapshots and pinned streams stay
-//! valid: pages they can see are only freed, never rewritten, until they end;
-//! pages they still pin at the end of the file keep the file from shrinking
-//! that far, and the report says how many.
+//! writers as compaction does: in the parked transaction after the step in
+//! hand; in transactions of its own (`txn::writer_lock`) after a short
+//! minimum of work, a writer that ends handing the lock back to the
+//! waiting batch. Between batches it paces itself to the disk.
+//! [`DefragReport::longest_batch`] is the longest time a batch held the
+//! writer lock. Snapshots and pinned streams stay valid: pages they can see
+//! are only freed, never rewritten, until they end; pages they still pin at
+//! the end of the file keep the file from shrinking that far, and the
+//! report says how many.
 
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::txn::write::RelocatePosition;
-use crate::{Db, WriteTxn};
+use crate::{Db, Durability, WriteTxn};
 
 /// How defragmentation runs; a builder.
 #[derive(Debug, Clone)]
@@ -102,30 +107,35 @@ pub struct DefragReport {
 /// syncs every batch).
 const SYNC_EVERY_BATCHES: usize = 4;
 
-/// The least work a batch does before it ends early for a waiting writer.
+/// The least work a batch of its own transaction does before it ends early
+/// for a waiting writer.
 const MIN_SLICE: Duration = Duration::from_micros(200);
 
-/// Pages one step of a batch moves before it looks for a waiting writer.
+/// Pages one step of a batch moves before it looks for a waiting writer:
+/// in a transaction of its own, and in the parked transaction (where a
+/// writer waits for the step in hand and nothing else: no commit).
 const STEP_PAGES: usize = 16;
+const PARKED_STEP_PAGES: usize = 4;
 
-/// One relocation batch: up to `budget` pages, fewer when a foreground
-/// writer waits (after [`MIN_SLICE`] from `began`). Returns whether the pass
-/// is done and the pages moved.
+/// One relocation batch: up to `budget` pages in steps of `step`, fewer
+/// when `give_way` says to stop (asked after every step). Returns whether
+/// the pass is done and the pages moved.
 fn relocate_batch(
     w: &mut WriteTxn,
     limit: u64,
     pos: &mut RelocatePosition,
     budget: usize,
-    began: Instant,
+    step: usize,
+    mut give_way: impl FnMut(&WriteTxn) -> bool,
 ) -> Result<(bool, usize)> {
     let mut moved = 0;
     loop {
-        let (done, m) = w.relocate_tail(limit, pos, STEP_PAGES.min(budget - moved))?;
+        let (done, m) = w.relocate_tail(limit, pos, step.min(budget - moved))?;
         moved += m;
         if done {
             return Ok((true, moved));
         }
-        if moved >= budget || (w.writer_waiting() && began.elapsed() >= MIN_SLICE) {
+        if moved >= budget || give_way(w) {
             return Ok((false, moved));
         }
     }
@@ -158,6 +168,54 @@ impl Db {
         self.defrag_with(&DefragOptions::default())
     }
 
+    /// One relocation batch. With [`Durability::None`] (a batched store's
+    /// database) it runs in the parked transaction, between foreground
+    /// writes, giving way after any step that someone waits behind: no
+    /// commit per batch, a writer waits for a few pages' copies at most.
+    /// Otherwise it is a transaction of its own that gives way to a waiting
+    /// writer after [`MIN_SLICE`]. Returns whether the pass is done, the
+    /// pages moved and how long the batch held the writer.
+    fn relocation_batch(
+        &self,
+        limit: u64,
+        pos: &mut RelocatePosition,
+        opts: &DefragOptions,
+    ) -> Result<(bool, usize, Duration)> {
+        if self.shared.durability == Durability::None {
+            self.let_parked_waiters_in();
+            let mut resumed = self.resume_parked()?;
+            let began = Instant::now();
+            let batch = relocate_batch(
+                resumed.txn(),
+                limit,
+                pos,
+                opts.batch_pages,
+                PARKED_STEP_PAGES,
+                |_| self.parked_contended(),
+            );
+            return match batch {
+                Ok((done, moved)) => {
+                    resumed.park(true)?;
+                    Ok((done, moved, began.elapsed()))
+                }
+                // Acknowledged writes may share the transaction, now in an
+                // unknown state: neither can be kept.
+                Err(e) => {
+                    resumed.abandon(&e);
+                    Err(e)
+                }
+            };
+        }
+        let mut w = self.begin_write_yielding()?;
+        let began = Instant::now();
+        let (done, moved) =
+            relocate_batch(&mut w, limit, pos, opts.batch_pages, STEP_PAGES, |w| {
+                w.writer_waiting() && began.elapsed() >= MIN_SLICE
+            })?;
+        w.commit()?;
+        Ok((done, moved, began.elapsed()))
+    }
+
     /// Defragments the file online; see the [module docs](crate::defrag).
     pub fn defrag_with(&self, opts: &DefragOptions) -> Result<DefragReport> {
         let before = self.stats();
@@ -181,13 +239,9 @@ impl Db {
                 let mut pos = RelocatePosition::default();
                 let mut unsynced_moves = 0;
                 loop {
-                    let start = Instant::now();
-                    let mut w = self.begin_write_yielding()?;
-                    let (done, moved) =
-                        relocate_batch(&mut w, limit, &mut pos, opts.batch_pages, Instant::now())?;
-                    w.commit()?;
+                    let (done, moved, held) = self.relocation_batch(limit, &mut pos, opts)?;
                     report.pages_moved += moved as u64;
-                    report.longest_batch = report.longest_batch.max(start.elapsed());
+                    report.longest_batch = report.longest_batch.max(held);
                     report.batches += 1;
                     if done {
                         break;
@@ -276,12 +330,14 @@ mod tests {
         let long_ago = Instant::now().checked_sub(MIN_SLICE * 2).unwrap();
 
         let mut w = db.begin_write().unwrap();
+        let waiting = |w: &WriteTxn| w.writer_waiting() && long_ago.elapsed() >= MIN_SLICE;
         let (done, all) = relocate_batch(
             &mut w,
             limit,
             &mut RelocatePosition::default(),
             10_000,
-            long_ago,
+            STEP_PAGES,
+            waiting,
         )
         .unwrap();
         assert!(
@@ -293,7 +349,8 @@ mod tests {
         db.shared.waiting.pretend_foreground(1);
         let mut w = db.begin_write().unwrap();
         let mut pos = RelocatePosition::default();
-        let (done, first) = relocate_batch(&mut w, limit, &mut pos, 10_000, long_ago).unwrap();
+        let (done, first) =
+            relocate_batch(&mut w, limit, &mut pos, 10_000, STEP_PAGES, waiting).unwrap();
         assert!(
             !done && first > 0 && first < all,
             "one step: {first} of {all} pages"
@@ -301,7 +358,8 @@ mod tests {
         // It resumes where it stopped, and the pass still covers everything.
         let mut moved = first;
         loop {
-            let (done, m) = relocate_batch(&mut w, limit, &mut pos, 10_000, long_ago).unwrap();
+            let (done, m) =
+                relocate_batch(&mut w, limit, &mut pos, 10_000, STEP_PAGES, waiting).unwrap();
             moved += m;
             if done {
                 break;

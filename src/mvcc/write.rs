@@ -16,6 +16,7 @@ use super::txn::{
 };
 use super::{Revisions, Tables};
 use crate::error::{Error, Result};
+use crate::txn::parked::TouchedKeys;
 use crate::txn::{TxnRead, WriteTxn};
 
 /// Applies requests to one write transaction, tracking revisions.
@@ -30,6 +31,9 @@ pub(crate) struct Applier<'w> {
     /// When set, every change is also kept as an event for the change feed
     /// (only while someone watches), grouped by revision.
     pub events: Option<Vec<(u64, Vec<Arc<Event>>)>>,
+    /// Batched mode: where the keys written are marked for point readers
+    /// (see `txn::parked::TouchedKeys`).
+    pub touched: Option<&'w TouchedKeys>,
 }
 
 impl<'w> Applier<'w> {
@@ -42,6 +46,7 @@ impl<'w> Applier<'w> {
             sub: 0,
             record: Vec::new(),
             events: None,
+            touched: None,
         }
     }
 
@@ -236,6 +241,9 @@ impl<'w> Applier<'w> {
             .insert(self.t.rev, &keys::rev_key(self.main, self.sub), &log)?;
         self.w
             .insert(self.t.kv, &keys::kv_key(key, self.main), &self.record)?;
+        if let Some(touched) = self.touched {
+            touched.mark(key);
+        }
         if let Some(events) = &mut self.events {
             let kv = if rec.tombstone {
                 KeyValue {

@@ -20,7 +20,7 @@ mod writer_lock;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -427,6 +427,9 @@ pub(crate) struct Shared {
     pub unwritten: UnwrittenPages,
     /// See [`Options::unwritten_limit`].
     pub unwritten_limit: usize,
+    /// `Writer::writing_ahead_bytes`, readable without the writer lock
+    /// (for pacing background work, which must not take it).
+    pub writing_ahead_bytes: AtomicUsize,
     /// The fewest in-memory pages that make a sync write ahead.
     pub write_ahead_min: u64,
     /// Held for a whole sync's write-ahead rounds: one at a time.

@@ -120,14 +120,14 @@ impl Db {
             return Ok(());
         }
         let most = shared.unwritten_limit / 2;
-        let held = || {
-            let w = shared.lock_writer();
-            shared
-                .unwritten
-                .bytes()
-                .saturating_sub(w.writing_ahead_bytes)
-        };
-        if held() <= most {
+        // Without the writer lock: taking it commits a parked transaction,
+        // which background work done there (batched compaction) must not
+        // cause between every two of its slices.
+        let held = shared
+            .unwritten
+            .bytes()
+            .saturating_sub(shared.writing_ahead_bytes.load(Ordering::Acquire));
+        if held <= most {
             return Ok(());
         }
         // A whole sync, not only a write-ahead: the pages this work frees
@@ -184,6 +184,9 @@ impl Db {
         }
         w.writing_ahead = ids.iter().copied().collect();
         w.writing_ahead_bytes = (pages * ps) as usize;
+        shared
+            .writing_ahead_bytes
+            .store(w.writing_ahead_bytes, Ordering::Release);
         Ok(Some(WriteAhead {
             ids,
             pages,
@@ -255,6 +258,7 @@ impl Db {
             record_write_ahead(shared, &mut w, ahead.counted, synced);
         }
         w.end_write_ahead(&shared.unwritten);
+        shared.writing_ahead_bytes.store(0, Ordering::Release);
         result
     }
 

@@ -176,16 +176,28 @@ pub(crate) struct RelocatePosition {
     pub key: Vec<u8>,
 }
 
+/// Who begins a write transaction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Begin {
+    /// A user, a sync, a store writer in immediate mode.
+    Foreground,
+    /// A batch of background work (see `txn::writer_lock`).
+    Background,
+    /// A store writer in batched mode, to park it (see `txn::parked`).
+    Parked,
+}
+
 impl WriteTxn {
     pub(crate) fn begin(shared: &Arc<Shared>) -> Result<WriteTxn> {
-        Self::begin_with(shared, false, RETIRE_PER_CALL)
+        Self::begin_with(shared, Begin::Foreground, RETIRE_PER_CALL)
     }
 
-    /// Begins a transaction to be parked (see `txn::parked`): one begin
-    /// serves hundreds of writes, so it lets go of the memory of that many
-    /// more retired pages.
+    /// Begins a transaction to be parked (see `txn::parked`; the caller
+    /// holds `Parked::beginning` and the slot is empty, so nothing parked
+    /// holds the writer lock): one begin serves hundreds of writes, so it
+    /// lets go of the memory of that many more retired pages.
     pub(crate) fn begin_parked(shared: &Arc<Shared>) -> Result<WriteTxn> {
-        Self::begin_with(shared, false, RETIRE_PER_PARKED)
+        Self::begin_with(shared, Begin::Parked, RETIRE_PER_PARKED)
     }
 
     /// Makes an unsynced commit keep its pages in memory however many are
@@ -205,20 +217,22 @@ impl WriteTxn {
     /// write waits for at most the batch in progress instead of being
     /// overtaken by the next one.
     pub(crate) fn begin_yielding(shared: &Arc<Shared>) -> Result<WriteTxn> {
-        Self::begin_with(shared, true, RETIRE_PER_CALL)
+        Self::begin_with(shared, Begin::Background, RETIRE_PER_CALL)
     }
 
-    fn begin_with(shared: &Arc<Shared>, yield_first: bool, retire: usize) -> Result<WriteTxn> {
+    fn begin_with(shared: &Arc<Shared>, how: Begin, retire: usize) -> Result<WriteTxn> {
         if shared.read_only {
             return Err(Error::ReadOnly);
         }
         // A parked transaction holds the writer lock (see `txn::parked`);
-        // a failed flush poisons the writer, which is checked below.
-        let turn = shared.make_way();
-        let mut writer = if yield_first {
-            WriterGuard::background(&shared.writer, &shared.waiting)
-        } else {
-            WriterGuard::foreground(&shared.writer, &shared.waiting)
+        // a failed flush poisons the writer, which is checked below. A
+        // transaction to be parked does not count itself: nothing is
+        // parked, and counting would make whoever parks next commit, then
+        // begin again and make this one commit in turn.
+        let turn = (how != Begin::Parked).then(|| shared.make_way());
+        let mut writer = match how {
+            Begin::Background => WriterGuard::background(&shared.writer, &shared.waiting),
+            _ => WriterGuard::foreground(&shared.writer, &shared.waiting),
         };
         drop(turn);
         if let Some(why) = &writer.poisoned {

@@ -373,8 +373,12 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
                 for (op, opname) in ["get", "put"].iter().enumerate() {
                     let mut v = lat[st][op].clone();
                     v.sort_unstable();
-                    let p99 = v.get(v.len() * 99 / 100).copied().unwrap_or(0);
-                    line.num(&format!("{opname}_p99_{name}_s"), p99 as f64 / 1e9)
+                    let pct = |per_mille: usize| {
+                        v.get(v.len() * per_mille / 1000).copied().unwrap_or(0) as f64 / 1e9
+                    };
+                    line.num(&format!("{opname}_p50_{name}_s"), pct(500))
+                        .num(&format!("{opname}_p99_{name}_s"), pct(990))
+                        .num(&format!("{opname}_p999_{name}_s"), pct(999))
                         .num(&format!("{opname}_n_{name}"), v.len());
                 }
             }
