@@ -252,21 +252,25 @@ fn rebalance<W: PageStore>(w: &mut W, path: &Path, leaf: PageId) -> Result<()> {
         let (li, ri) = if idx > 0 { (idx - 1, idx) } else { (0, 1) };
         let (lref, rref) = (pnode.child(li), pnode.child(ri));
         let sep = pnode.key(ri).to_vec();
+        // Whether the two fit in one page, asked of the pages as they are:
+        // copying the sibling first only to find it too full cost a page
+        // copy and a page write per removal in a compaction.
+        let combined = {
+            let (lnode, rnode) = (w.node(lref)?, w.node(rref)?);
+            let mut combined = lnode.used() + rnode.used() - HEADER_LEN;
+            if !rnode.is_leaf() {
+                // The right page's first key becomes the parent's separator.
+                combined = combined + sep.len() - rnode.key(0).len();
+            }
+            combined
+        };
+        if combined > ps {
+            return Ok(());
+        }
         let left = w.make_dirty(lref)?;
         let right = w.make_dirty(rref)?;
         NodeMut::new(w.dirty(parent)).set_child(li, dirty_ref(left, txid));
         NodeMut::new(w.dirty(parent)).set_child(ri, dirty_ref(right, txid));
-        let lnode = Node::new(w.dirty(left));
-        let lused = lnode.used();
-        let rnode = Node::new(w.dirty(right));
-        let mut combined = lused + rnode.used() - HEADER_LEN;
-        if !rnode.is_leaf() {
-            // The right page's first key becomes the parent's separator.
-            combined = combined + sep.len() - rnode.key(0).len();
-        }
-        if combined > ps {
-            return Ok(());
-        }
         let mut scratch = w.take_scratch();
         scratch.clear();
         scratch.extend_from_slice(w.dirty(left));
@@ -382,10 +386,12 @@ pub fn seal_tree<W: PageStore>(w: &mut W, root: Root) -> Root {
 /// Moves every page of the tree that lies at or above `limit` (tree pages
 /// and overflow runs) to a newly allocated page, leaf by leaf in key order,
 /// starting at the leaf holding `from`. Stops after about `budget` pages were
-/// moved and returns the key to resume from, or None when the whole tree was
-/// passed. New pages come from the lowest free pages, so the tree moves
+/// moved, or after looking at `4 * budget` leaves (most need nothing, and
+/// each look is a seek: without this bound a step could pass thousands of
+/// them), and returns the key to resume from, or None when the whole tree
+/// was passed. New pages come from the lowest free pages, so the tree moves
 /// toward the start of the file; defragmentation uses this to empty the
-/// file's tail in small transactions.
+/// file's tail in small steps.
 pub fn relocate<W: PageStore>(
     w: &mut W,
     root: &mut Root,
@@ -394,8 +400,9 @@ pub fn relocate<W: PageStore>(
     budget: usize,
 ) -> Result<(usize, Option<Vec<u8>>)> {
     let mut key = from.to_vec();
-    let mut moved = 0;
+    let (mut moved, mut looked) = (0, 0);
     while !root.is_none() {
+        looked += 1;
         // Look the leaf up read-only first: most leaves need nothing.
         let (needs, first, next) = {
             let mut c = super::cursor::Cursor::new(&*w, *root);
@@ -432,7 +439,7 @@ pub fn relocate<W: PageStore>(
             moved += relocate_path(w, root, &first, limit)?;
         }
         match next {
-            Some(k) if moved < budget => key = k,
+            Some(k) if moved < budget && looked < budget.saturating_mul(4) => key = k,
             Some(k) => return Ok((moved, Some(k))),
             None => return Ok((moved, None)),
         }
