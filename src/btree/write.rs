@@ -386,12 +386,11 @@ pub fn seal_tree<W: PageStore>(w: &mut W, root: Root) -> Root {
 /// Moves every page of the tree that lies at or above `limit` (tree pages
 /// and overflow runs) to a newly allocated page, leaf by leaf in key order,
 /// starting at the leaf holding `from`. Stops after about `budget` pages were
-/// moved, or after looking at `4 * budget` leaves (most need nothing, and
-/// each look is a seek: without this bound a step could pass thousands of
-/// them), and returns the key to resume from, or None when the whole tree
-/// was passed. New pages come from the lowest free pages, so the tree moves
-/// toward the start of the file; defragmentation uses this to empty the
-/// file's tail in small steps.
+/// moved, or after looking at `4 * budget` leaves (most need nothing: without
+/// this bound a step could pass thousands of them), and returns the key to
+/// resume from, or None when the whole tree was passed. New pages come from
+/// the lowest free pages, so the tree moves toward the start of the file;
+/// defragmentation uses this to empty the file's tail in small steps.
 pub fn relocate<W: PageStore>(
     w: &mut W,
     root: &mut Root,
@@ -399,18 +398,19 @@ pub fn relocate<W: PageStore>(
     from: &[u8],
     budget: usize,
 ) -> Result<(usize, Option<Vec<u8>>)> {
+    let looks = budget.saturating_mul(4);
     let mut key = from.to_vec();
     let (mut moved, mut looked) = (0, 0);
     while !root.is_none() {
-        looked += 1;
-        // Look the leaf up read-only first: most leaves need nothing.
-        let (needs, first, next) = {
+        // Read-only, from `key`, one leaf after the other without seeking
+        // again: the first leaf that needs moving, and the key after it.
+        let (first, next) = {
             let mut c = super::cursor::Cursor::new(&*w, *root);
             c.seek(&key)?;
-            let Some(first) = c.key().map(<[u8]>::to_vec) else {
+            if c.key().is_none() {
                 // `key` is past the last entry: only the path may need moving.
                 let high = c.path().any(|n| n.id() >= limit);
-                return if high {
+                if high {
                     let last = {
                         let mut c = super::cursor::Cursor::new(&*w, *root);
                         c.last()?.then(|| c.key().map(<[u8]>::to_vec)).flatten()
@@ -418,28 +418,30 @@ pub fn relocate<W: PageStore>(
                     if let Some(last) = last {
                         moved += relocate_path(w, root, &last, limit)?;
                     }
-                    Ok((moved, None))
-                } else {
-                    Ok((moved, None))
-                };
-            };
-            let leaf = c.path().last().expect("a leaf");
-            let high_path = c.path().any(|n| n.id() >= limit);
-            let high_overflow = (0..leaf.count()).any(
-                |i| matches!(leaf.value(i), ValueRef::Overflow { page, .. } if page.id >= limit),
-            );
-            let next = if c.next_leaf_first()? {
-                c.key().map(<[u8]>::to_vec)
-            } else {
-                None
-            };
-            (high_path || high_overflow, first, next)
+                }
+                return Ok((moved, None));
+            }
+            loop {
+                looked += 1;
+                let leaf = c.path().last().expect("a leaf");
+                let high_path = c.path().any(|n| n.id() >= limit);
+                let high_overflow = (0..leaf.count()).any(
+                    |i| matches!(leaf.value(i), ValueRef::Overflow { page, .. } if page.id >= limit),
+                );
+                let first = (high_path || high_overflow)
+                    .then(|| c.key().map(<[u8]>::to_vec))
+                    .flatten();
+                let more = c.next_leaf_first()?;
+                if first.is_some() || !more || looked >= looks {
+                    break (first, more.then(|| c.key().map(<[u8]>::to_vec)).flatten());
+                }
+            }
         };
-        if needs {
+        if let Some(first) = first {
             moved += relocate_path(w, root, &first, limit)?;
         }
         match next {
-            Some(k) if moved < budget && looked < budget.saturating_mul(4) => key = k,
+            Some(k) if moved < budget && looked < looks => key = k,
             Some(k) => return Ok((moved, Some(k))),
             None => return Ok((moved, None)),
         }
