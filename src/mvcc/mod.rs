@@ -232,6 +232,8 @@ struct Inner {
     revs: Mutex<Revisions>,
     /// `revs.current`, for point reads that do not wait for a writer.
     current: AtomicU64,
+    /// Held by the one caller running the physical compaction.
+    compacting: Mutex<()>,
     committer: commit::Committer,
     unsynced: Arc<Mutex<u32>>,
     /// The tables and revisions of the last snapshot read, by txid: reads
@@ -325,36 +327,52 @@ fn read_tables(r: &ReadTxn) -> Result<Tables> {
 enum CompactionStep {
     /// Nothing is scheduled, or this turn completed it.
     Done,
-    /// Removals applied and progress saved; more to do.
+    /// Removals applied; the plan in hand has more.
     Applied,
-    /// The plan in hand does not continue the compaction as recorded (none
-    /// yet, used up, or another caller moved it on): make one from here.
+    /// No plan in hand, or it is used up: make one from here.
     Replan { progress: u64, target: u64 },
 }
 
-/// One turn of the physical compaction in `w`: applies `plan` where it
-/// continues the compaction the tables record, with the progress it
-/// reaches (see `compact::Plan::apply` for `give_way`).
+/// One turn of the physical compaction in `w`: applies the plan in hand
+/// (see `compact::Plan::apply` for `give_way`). Only one caller runs
+/// compaction at a time (`Inner::compacting`), so only this caller's plans
+/// move its progress, and the tables are read only between plans.
+///
+/// Progress is saved once per plan, not per turn: a crash (or a commit of
+/// the parked transaction) in between leaves removals past the saved
+/// progress, which a resumed compaction replays, and replaying a removal
+/// is a no-op.
 fn compaction_step(
     w: &mut WriteTxn,
     plan: &mut Option<compact::Plan>,
     give_way: impl FnMut(&WriteTxn) -> bool,
 ) -> Result<CompactionStep> {
     let t = tables(w)?;
-    let Some(target) = read_u64(w, t.meta, META_SCHEDULED)? else {
-        return Ok(CompactionStep::Done);
-    };
-    let progress = read_u64(w, t.meta, META_PROGRESS)?.unwrap_or(0);
-    let Some(plan) = plan.as_mut().filter(|p| p.fits(progress, target)) else {
+    let Some(p) = plan.as_mut().filter(|p| !p.is_used_up()) else {
+        let Some(target) = read_u64(w, t.meta, META_SCHEDULED)? else {
+            return Ok(CompactionStep::Done);
+        };
+        let progress = read_u64(w, t.meta, META_PROGRESS)?.unwrap_or(0);
         return Ok(CompactionStep::Replan { progress, target });
     };
-    plan.apply(w, t, give_way)?;
-    w.insert(t.meta, META_PROGRESS, &plan.progress().to_be_bytes())?;
-    if plan.completes() {
-        w.remove(t.meta, META_SCHEDULED)?;
-        return Ok(CompactionStep::Done);
+    p.apply(w, t, give_way)?;
+    if !p.is_used_up() {
+        return Ok(CompactionStep::Applied);
     }
-    Ok(CompactionStep::Applied)
+    let progress = p.progress();
+    w.insert(t.meta, META_PROGRESS, &progress.to_be_bytes())?;
+    if !p.completes() {
+        let target = p.target();
+        return Ok(CompactionStep::Replan { progress, target });
+    }
+    match read_u64(w, t.meta, META_SCHEDULED)? {
+        // Compacted further while this plan ran: on toward the new target.
+        Some(target) if target != p.target() => Ok(CompactionStep::Replan { progress, target }),
+        _ => {
+            w.remove(t.meta, META_SCHEDULED)?;
+            Ok(CompactionStep::Done)
+        }
+    }
 }
 
 fn read_revisions(txn: &impl TxnRead, meta: Table) -> Result<Revisions> {
@@ -414,6 +432,7 @@ impl Store {
                 opts,
                 revs: Mutex::new(revs),
                 current: AtomicU64::new(revs.current),
+                compacting: Mutex::new(()),
                 committer: commit::Committer::default(),
                 unsynced: Arc::new(Mutex::new(0)),
                 snapshot_cache: Mutex::new(None),
@@ -995,6 +1014,7 @@ impl Store {
     /// its own write transaction.
     fn finish_compaction(&self) -> Result<()> {
         let db = &self.inner.db;
+        let _alone = self.inner.compacting.lock();
         let mut plan = None;
         loop {
             let step = if let CommitMode::Batched { .. } = self.inner.opts.commit {
@@ -1018,29 +1038,20 @@ impl Store {
                 let step = compaction_step(&mut w, &mut plan, |w| {
                     w.writer_waiting() && began.elapsed() >= compact::MIN_SLICE
                 })?;
-                if !matches!(step, CompactionStep::Replan { .. }) {
-                    w.commit()?;
-                }
+                w.commit()?;
                 step
             };
-            let next = match step {
+            match step {
                 CompactionStep::Done => return Ok(()),
-                CompactionStep::Applied => {
+                CompactionStep::Applied => db.pace_background()?,
+                CompactionStep::Replan { progress, target } => {
                     db.pace_background()?;
-                    // The next plan now, rather than after a turn that
-                    // finds this one used up.
-                    plan.as_ref()
-                        .filter(|p| p.is_used_up())
-                        .map(|p| (p.progress(), p.target()))
+                    // Without the writer: the plan only reads.
+                    let r = db.begin_read()?;
+                    let t = read_tables(&r)?;
+                    let budget = self.inner.opts.compaction_batch;
+                    plan = Some(compact::Plan::make(&r, t, progress, target, budget)?);
                 }
-                CompactionStep::Replan { progress, target } => Some((progress, target)),
-            };
-            if let Some((progress, target)) = next {
-                // Without the writer: the plan only reads.
-                let r = db.begin_read()?;
-                let t = read_tables(&r)?;
-                let budget = self.inner.opts.compaction_batch;
-                plan = Some(compact::Plan::make(&r, t, progress, target, budget)?);
             }
         }
     }
