@@ -6,8 +6,11 @@
 //! compaction up to the target. For every version in the log it removes
 //! the older versions of the same key (superseded by this one) and, when
 //! this version is a deletion and the newest at or below the target, the
-//! deletion itself. Progress is saved with the removals it covers; open
-//! finishes a compaction a crash interrupted.
+//! deletion itself. One caller runs it at a time; progress is saved in the
+//! same transaction as the last removals of each batch. Open finishes a
+//! compaction a crash interrupted, replaying the removals after the saved
+//! progress: the crash may have kept some of them, and removing an absent
+//! version is a no-op.
 //!
 //! Each batch is planned on a snapshot, without the writer: which versions
 //! go depends only on history at or below the target, which every snapshot
@@ -21,7 +24,7 @@
 //! Where the removals run depends on the commit mode:
 //!
 //! * batched: in the store's parked transaction (`txn::parked`), between
-//!   foreground writes, giving way after the revision in hand as soon as a
+//!   foreground writes, giving way after the removal in hand as soon as a
 //!   writer or a point reader waits for it. Nothing is committed per batch:
 //!   the parked transaction commits as it does for writes (when it holds
 //!   too many pages, when something needs the writer lock, at a sync);
@@ -55,8 +58,8 @@ pub const MIN_SLICE: Duration = Duration::from_micros(200);
 
 /// One stored version to remove.
 struct Removal {
-    /// The log entry whose processing removes it: removals are grouped by
-    /// it, in log order, and a batch stops only between groups.
+    /// The log entry whose processing removes it: removals are in log
+    /// order of it.
     by: u64,
     /// Its `kv` table key, in [`Plan::keys`].
     kv: Range<usize>,
@@ -187,9 +190,12 @@ impl Plan {
         self.done && self.is_used_up()
     }
 
-    /// Applies removals in `w` up to the end of the plan, or up to a
-    /// revision boundary where `give_way` says to stop (asked only after at
-    /// least one revision's removals, so every call makes progress).
+    /// Applies removals in `w` up to the end of the plan, or until
+    /// `give_way` says to stop (asked before every removal but the first,
+    /// so every call makes progress). A revision's removals may be split
+    /// between calls: the progress then stays before that revision, and
+    /// whatever of it was applied is replayed harmlessly if a crash comes
+    /// first.
     pub fn apply(
         &mut self,
         w: &mut WriteTxn,
@@ -198,8 +204,8 @@ impl Plan {
     ) -> Result<()> {
         let first = self.next;
         while let Some(r) = self.removals.get(self.next) {
-            if self.next > first && r.by != self.removals[self.next - 1].by && give_way(w) {
-                // The entries before this group need nothing more: those
+            if self.next > first && give_way(w) {
+                // The entries before this removal's need nothing more: those
                 // with removals had them, the others have none.
                 self.reached = r.by - 1;
                 return Ok(());
@@ -331,7 +337,7 @@ mod tests {
         })
         .unwrap();
         // Revisions 12..=21 each remove one version: asked between them.
-        assert_eq!(asked, 9, "asked between every two revisions with removals");
+        assert_eq!(asked, 9, "asked between every two removals");
         let mut asked = false;
         p.apply(&mut w, t, |_| {
             asked = true;
@@ -363,7 +369,7 @@ mod tests {
         }
         // Revisions 2..=11 remove nothing (first versions), 12..=21 one
         // version each: the first turn runs up to and through 12.
-        assert_eq!(turns, 10, "one revision with removals per turn");
+        assert_eq!(turns, 10, "one removal per turn");
         assert!(p.completes());
         assert_eq!(versions(&w, t), [1; 10]);
     }
