@@ -428,19 +428,33 @@ fn point_reads_see_acknowledged_writes_while_compaction_shares_the_parked_writes
             }
         })
     };
-    // Compaction, again and again, to a revision behind the writer.
-    while done.load(Ordering::SeqCst) < n {
-        let current = store.current_revision().unwrap();
-        if current > 2 * keys {
-            match store.compact(current - keys) {
-                Ok(_) => {}
-                Err(e) if e.kind() == revkv::ErrorKind::Compacted => {}
-                Err(e) => panic!("{e}"),
+    // Compaction, again and again, to revisions behind the writer, from
+    // two threads at once (one runs, the other waits and then finds the
+    // scheduled target moved on, or nothing left).
+    let compactor = |lag: i64| {
+        let (store, done) = (store.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while done.load(Ordering::SeqCst) < n {
+                let current = store.current_revision().unwrap();
+                if current > 2 * keys {
+                    match store.compact(current - lag) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == revkv::ErrorKind::Compacted => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
             }
-        }
-    }
+        })
+    };
+    let compactors = [compactor(keys), compactor(keys / 2)];
     writer.join().unwrap();
     reader.join().unwrap();
+    for c in compactors {
+        c.join().unwrap();
+    }
+    // Compacted to head, every key keeps its last version and nothing else.
+    store.compact(store.current_revision().unwrap()).unwrap();
+    assert_eq!(store.check().unwrap(), keys as u64, "stored versions");
     // Every key reads its last write, before and after reopening.
     let check = |store: &Store| {
         let all = store.range(b"k", b"l", &RangeOptions::default()).unwrap();
