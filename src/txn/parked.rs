@@ -332,9 +332,7 @@ fn release(slot: RwLockWriteGuard<'_, Option<WriteTxn>>, parked: &Parked) {
 impl Resumed<'_> {
     /// The transaction.
     pub fn txn(&mut self) -> &mut WriteTxn {
-        self.slot
-            .as_mut()
-            .expect("a resumed slot holds a transaction")
+        self.txn_and_touched().0
     }
 
     /// The transaction, and the record of the keys its writes touch: a
