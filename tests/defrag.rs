@@ -143,6 +143,58 @@ fn writers_keep_committing_during_defrag() {
     db.check().unwrap();
 }
 
+/// The file's tail is truncated without the writer lock: writers that grow
+/// the file meanwhile (large values, appended past the shrunken end) must
+/// find their pages intact, after the truncation and after reopening.
+#[test]
+fn writers_growing_the_file_while_the_tail_is_cut_keep_their_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("db")).unwrap();
+    let mut written = 0u32;
+    for round in 0..4u32 {
+        fill(&db, 20_000, 300);
+        thin(&db, 20_000, 20);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (db, stop) = (db.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = written;
+                while !stop.load(Ordering::Relaxed) || n < written + 20 {
+                    let mut w = db.begin_write().unwrap();
+                    let t = w.open_table("big").unwrap();
+                    // 48 KiB: an overflow run, allocated at the end of the
+                    // file when no free run is long enough.
+                    w.insert(t, format!("b{n:06}").as_bytes(), &vec![n as u8; 48 << 10])
+                        .unwrap();
+                    w.commit().unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+        let report = db.defrag().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        written = writer.join().unwrap();
+        eprintln!("round {round}: {report:?}, {written} large values so far");
+        let got = contents(&db, "big");
+        assert_eq!(got.len(), written as usize, "round {round}");
+        for (k, v) in &got {
+            let n: u32 = std::str::from_utf8(&k[1..]).unwrap().parse().unwrap();
+            assert!(
+                v.len() == 48 << 10 && v.iter().all(|&b| b == n as u8),
+                "round {round}: value of {n}"
+            );
+        }
+        db.check().unwrap();
+        assert!(std::fs::metadata(db.path()).unwrap().len() >= db.stats().bytes_in_use);
+    }
+    let path = db.path().to_path_buf();
+    drop(db);
+    let db = Db::open(&path).unwrap();
+    db.check().unwrap();
+    assert_eq!(contents(&db, "big").len(), written as usize);
+}
+
 #[test]
 fn defrag_with_small_pages_and_reopen_between() {
     let dir = tempfile::tempdir().unwrap();

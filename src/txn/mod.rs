@@ -437,6 +437,11 @@ pub(crate) struct Shared {
     /// Set while a sync writes its later rounds ahead and commits: batched
     /// background work waits for it (see `Db::pace_background`).
     pub sync_closing: AtomicBool,
+    /// Held while [`Db::trim_file`] truncates the file without the writer
+    /// lock. The writer takes it before growing the file (always under the
+    /// writer lock, so the order is writer lock, then this), which puts
+    /// every growth after the truncation it would otherwise race.
+    pub trimming: Mutex<()>,
     pub state: Mutex<State>,
     pub writer: Arc<Mutex<Writer>>,
     /// Who waits for `writer`: see `writer_lock`.
@@ -631,11 +636,16 @@ impl Db {
     }
 
     /// Truncates the file to the length the last shrink left it (see
-    /// `WriteTxn::shrink`), at most [`TRIM_STEP`] bytes per hold of the
-    /// writer lock: a large truncation takes the file system hundreds of
-    /// milliseconds, which writers would otherwise wait out in one piece.
-    /// Never cuts below the pages in use when the step runs. Returns the
-    /// longest step.
+    /// `WriteTxn::shrink`), at most [`TRIM_STEP`] bytes per step. Each step
+    /// takes the writer lock only to decide and publish the new end; the
+    /// truncation itself (tens to hundreds of milliseconds on ext4 for a
+    /// step) runs without it, so writers and readers go on meanwhile. This
+    /// is safe because nothing touches the bytes being cut: they hold only
+    /// free pages, which no snapshot reaches and no write-ahead in flight
+    /// lists; every later writer sees the shorter length, so it writes
+    /// past it only after growing the file, and growing waits for the
+    /// truncation (`Shared::trimming`). Never cuts below the pages in use
+    /// when the step runs. Returns the longest hold of the writer lock.
     pub(crate) fn trim_file(&self) -> Duration {
         let ps = self.shared.limits.page_size as u64;
         let mut longest = Duration::ZERO;
@@ -652,21 +662,29 @@ impl Db {
                 return longest;
             }
             let len = floor.max(w.file_len.saturating_sub(TRIM_STEP) / ps * ps);
-            if let Err(e) = self.shared.file.set_len(len) {
-                write::log_ignored("truncating the file after a shrink", &e);
-                w.trim_to = None;
-                return longest;
-            }
+            let trimming = self.shared.trimming.lock();
             w.file_len = len;
             // Readers that start now bound their page reads by the new end.
             self.shared.state.lock().snapshot.file_pages = len / ps;
             self.shared.publish_space(&w);
+            drop(w);
             longest = longest.max(start.elapsed());
+            let cut = self.shared.file.set_len(len);
+            drop(trimming);
+            if let Err(e) = cut {
+                // The file keeps some bytes past the length the writer
+                // believes: free pages nobody reads, and the next growth
+                // sets the length whatever it is. Only the reported file
+                // size is short until then.
+                write::log_ignored("truncating the file after a shrink", &e);
+                self.shared.lock_writer().trim_to = None;
+                return longest;
+            }
         }
     }
 }
 
-/// Bytes [`Db::trim_file`] truncates per hold of the writer lock.
+/// Bytes [`Db::trim_file`] truncates per step.
 pub(crate) const TRIM_STEP: u64 = 32 << 20;
 
 impl Drop for Db {

@@ -144,6 +144,7 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         write_ahead_min: opts.write_ahead_min,
         syncing: Mutex::new(()),
         sync_closing: AtomicBool::new(false),
+        trimming: Mutex::new(()),
         writing_ahead_bytes: AtomicUsize::new(0),
         state: Mutex::new(State {
             snapshot: Published::new(&meta, len / ps as u64, meta.txid),

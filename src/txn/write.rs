@@ -719,6 +719,9 @@ impl WriteTxn {
             let len = self.writer.file_len;
             let step = len.clamp(16 * ps, 1 << 30);
             let target = needed.max(len + step).div_ceil(ps) * ps;
+            // After any truncation in flight, which may be cutting bytes
+            // from `len` on (see `Db::trim_file`).
+            let _trimmed = self.shared.trimming.lock();
             file.set_len(target)
                 .map_err(|e| Error::io(format!("growing the file to {target} bytes"), e))?;
             self.writer.file_len = target;
