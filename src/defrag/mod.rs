@@ -24,7 +24,9 @@
 //!    snapshot predates the batches;
 //! 4. a shrink transaction that lowers the high-water mark to the start of the
 //!    free run at the end of the file, and truncates the file once that commit
-//!    is durable (in 32 MiB steps).
+//!    is durable, in 32 MiB steps. A step holds the writer lock only to
+//!    publish the shorter length; the truncation itself runs without it (a
+//!    writer that must grow the file meanwhile waits for the step).
 //!
 //! Readers are never blocked. Defragmentation gives way to foreground
 //! writers as compaction does: in the parked transaction after the step in

@@ -359,7 +359,10 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             let t2 = Instant::now();
             let report = store.db().defrag()?;
             line.num("defrag_s", t2.elapsed().as_secs_f64())
-                .num("defrag_longest_batch_s", report.longest_batch.as_secs_f64());
+                .num("defrag_longest_batch_s", report.longest_batch.as_secs_f64())
+                .num("defrag_pages_moved", report.pages_moved)
+                .num("defrag_batches", report.batches)
+                .num("defrag_pinned_pages", report.pinned_pages);
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let lat = match prober {
                 Some(p) => p.join().expect("the prober thread")?,
