@@ -75,6 +75,35 @@ fn shrinks_to_live_data_and_keeps_contents() {
     assert_eq!(contents(&db, "t"), want);
 }
 
+/// After a defrag has cut the file at its last live page, the next commit
+/// that needs pages past it grows the file by a step, not by doubling it.
+#[test]
+fn the_first_growth_after_a_defrag_keeps_the_file_near_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path().join("db")).unwrap();
+    fill(&db, 40_000, 200);
+    thin(&db, 40_000, 10);
+    db.defrag().unwrap();
+    let before = db.stats();
+    // 200 KiB: an overflow run longer than any hole defrag left.
+    let mut w = db.begin_write().unwrap();
+    let t = w.open_table("t").unwrap();
+    w.insert(t, b"large", &vec![1u8; 200 << 10]).unwrap();
+    w.commit().unwrap();
+    let after = db.stats();
+    assert!(after.file_size > before.file_size, "{before:?} {after:?}");
+    assert!(
+        after.file_size as f64 <= 1.2 * after.bytes_in_use as f64,
+        "file {} vs in use {} (before the write: {} vs {})",
+        after.file_size,
+        after.bytes_in_use,
+        before.file_size,
+        before.bytes_in_use
+    );
+    assert_eq!(std::fs::metadata(db.path()).unwrap().len(), after.file_size);
+    db.check().unwrap();
+}
+
 #[test]
 fn open_snapshots_stay_readable_and_pin_what_they_see() {
     let dir = tempfile::tempdir().unwrap();

@@ -168,6 +168,9 @@ pub struct WriteTxn {
     drop_old_freelist: bool,
 }
 
+/// The largest step by which a commit grows the file.
+const GROW_MAX: u64 = 64 << 20;
+
 /// Where a relocation pass stands: tree 0 is the catalog, tree i > 0 the
 /// i-th table in name order; `key` is the key to resume at.
 #[derive(Debug, Clone, Default)]
@@ -714,10 +717,13 @@ impl WriteTxn {
         let file = &self.shared.file;
         let needed = self.hwm * ps;
         if self.writer.file_len < needed {
-            // Grow in steps (doubling, at most 1 GiB at a time) so a growing
-            // database does not extend its file on every commit.
+            // Grow in steps of a sixteenth of the file (at least 16 pages,
+            // at most GROW_MAX) so a growing database does not extend its
+            // file on every commit. Not by doubling: right after a defrag
+            // has cut the file to its last live page, the first commit that
+            // needs one more page would double the file again.
             let len = self.writer.file_len;
-            let step = len.clamp(16 * ps, 1 << 30);
+            let step = (len / 16).clamp(16 * ps, GROW_MAX);
             let target = needed.max(len + step).div_ceil(ps) * ps;
             // After any truncation in flight, which may be cutting bytes
             // from `len` on (see `Db::trim_file`).
