@@ -177,9 +177,23 @@ pub fn version_at<'a, T: TxnRead + ?Sized>(
     key: &[u8],
     rev: u64,
 ) -> Result<Option<(u64, Record<'a>)>> {
+    version_at_with(txn, kv, key, rev, &mut Vec::new())
+}
+
+/// [`version_at`], building its probe key in `probe` (a buffer kept by a
+/// caller that looks up many keys, so none of them allocates).
+pub fn version_at_with<'a, T: TxnRead + ?Sized>(
+    txn: &'a T,
+    kv: Table,
+    key: &[u8],
+    rev: u64,
+    probe: &mut Vec<u8>,
+) -> Result<Option<(u64, Record<'a>)>> {
     let mut c = txn.cursor(kv)?;
-    let probe = keys::kv_key(key, rev);
-    let Some((k, v)) = c.seek(&probe)? else {
+    probe.clear();
+    keys::escape_into(key, probe);
+    probe.extend_from_slice(&(!rev).to_be_bytes());
+    let Some((k, v)) = c.seek(probe)? else {
         return Ok(None);
     };
     let esc_len = probe.len() - REV_LEN;

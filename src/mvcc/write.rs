@@ -27,7 +27,12 @@ pub(crate) struct Applier<'w> {
     /// The main revision the request being applied writes at.
     main: u64,
     sub: u32,
+    /// Buffers for the request being applied, kept across requests so a
+    /// write allocates nothing of its own: the encoded record, the `kv`
+    /// key (or a probe for one), the `rev` table entry.
     record: Vec<u8>,
+    kv_key: Vec<u8>,
+    log: Vec<u8>,
     /// When set, every change is also kept as an event for the change feed
     /// (only while someone watches), grouped by revision.
     pub events: Option<Vec<(u64, Vec<Arc<Event>>)>>,
@@ -45,6 +50,8 @@ impl<'w> Applier<'w> {
             main: 0,
             sub: 0,
             record: Vec::new(),
+            kv_key: Vec::new(),
+            log: Vec::new(),
             events: None,
             touched: None,
         }
@@ -129,21 +136,29 @@ impl<'w> Applier<'w> {
         )
     }
 
-    fn latest(&self, key: &[u8]) -> Result<Option<(u64, KeyValue, u64, u64)>> {
-        Ok(
-            match read::version_at(&*self.w, self.t.kv, key, u64::MAX)? {
-                Some((rev, rec)) if !rec.tombstone => {
-                    Some((rev, rec.to_kv(key, rev, false), rec.create, rec.version))
-                }
-                _ => None,
-            },
-        )
+    /// The live version of `key`, if any: its create revision and version,
+    /// and, when `want_kv`, the whole key-value (etcd's `prev_kv`; copying
+    /// the value costs an allocation a plain put does not need).
+    fn latest(
+        &mut self,
+        key: &[u8],
+        want_kv: bool,
+    ) -> Result<Option<(u64, u64, Option<KeyValue>)>> {
+        let found = read::version_at_with(&*self.w, self.t.kv, key, u64::MAX, &mut self.kv_key)?;
+        Ok(match found {
+            Some((rev, rec)) if !rec.tombstone => Some((
+                rec.create,
+                rec.version,
+                want_kv.then(|| rec.to_kv(key, rev, false)),
+            )),
+            _ => None,
+        })
     }
 
     fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
-        let prev = self.latest(&p.key)?;
+        let prev = self.latest(&p.key, p.prev_kv)?;
         let (create, version) = match &prev {
-            Some((_, _, create, version)) => (*create, version + 1),
+            Some((create, version, _)) => (*create, version + 1),
             None => (self.main, 1),
         };
         let rec = Record {
@@ -157,11 +172,7 @@ impl<'w> Applier<'w> {
         self.write_version(&p.key, &rec)?;
         Ok(PutResponse {
             header: ResponseHeader::default(),
-            prev_kv: if p.prev_kv {
-                prev.map(|(_, kv, _, _)| kv)
-            } else {
-                None
-            },
+            prev_kv: prev.and_then(|(_, _, kv)| kv),
         })
     }
 
@@ -234,13 +245,15 @@ impl<'w> Applier<'w> {
     /// first, so that [`Applier::undo`] finds every `kv` entry written.
     fn write_version(&mut self, key: &[u8], rec: &Record<'_>) -> Result<()> {
         rec.encode_into(&mut self.record);
-        let mut log = Vec::with_capacity(key.len() + 1);
-        log.push(u8::from(rec.tombstone));
-        log.extend_from_slice(key);
+        self.log.clear();
+        self.log.push(u8::from(rec.tombstone));
+        self.log.extend_from_slice(key);
         self.w
-            .insert(self.t.rev, &keys::rev_key(self.main, self.sub), &log)?;
-        self.w
-            .insert(self.t.kv, &keys::kv_key(key, self.main), &self.record)?;
+            .insert(self.t.rev, &keys::rev_key(self.main, self.sub), &self.log)?;
+        self.kv_key.clear();
+        keys::escape_into(key, &mut self.kv_key);
+        self.kv_key.extend_from_slice(&(!self.main).to_be_bytes());
+        self.w.insert(self.t.kv, &self.kv_key, &self.record)?;
         if let Some(touched) = self.touched {
             touched.mark(key);
         }
