@@ -282,8 +282,9 @@ impl Db {
             // release nothing because a concurrent commit put a page at the
             // very end of the file while this pass ran (or a reader still
             // pinned the tail), and the next pass moves it (or finds the
-            // reader gone). Stopping there left the file at twice the data
-            // in two of the 200k-key churn runs of 2026-11-27 (busy writer).
+            // reader gone). (Files left at twice the data under a busy
+            // writer, once blamed on this, came from the file growing by
+            // doubling right after the trim; it now grows by a sixteenth.)
             let moved = report.pages_moved > moved_before;
             if self.stats().allocated_pages <= limit || !(released_any || moved) {
                 break;
