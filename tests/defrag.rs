@@ -7,7 +7,7 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use revkv::{Db, DefragOptions, Options, TxnRead};
+use revkv::{Db, DefragOptions, Options, Stats, TxnRead};
 
 fn contents(db: &Db, table: &str) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let r = db.begin_read().unwrap();
@@ -44,12 +44,30 @@ fn thin(db: &Db, n: u32, keep_every: u32) {
     w.commit().unwrap();
 }
 
+/// A database whose table `t` got `n` entries, then lost all but every
+/// `keep_every`-th: its survivors' pages lie far beyond what they need.
+fn fragmented(dir: &std::path::Path, n: u32, value: usize, keep_every: u32) -> Db {
+    let db = Db::open(dir.join("db")).unwrap();
+    fill(&db, n, value);
+    thin(&db, n, keep_every);
+    db
+}
+
+/// Issue 5's goal for the file after defragmentation: at most 1.2x the
+/// bytes in use.
+fn assert_file_near_data(s: &Stats, context: &str) {
+    assert!(
+        s.file_size as f64 <= 1.2 * s.bytes_in_use as f64,
+        "file {} vs in use {} ({context})",
+        s.file_size,
+        s.bytes_in_use
+    );
+}
+
 #[test]
 fn shrinks_to_live_data_and_keeps_contents() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path().join("db")).unwrap();
-    fill(&db, 40_000, 200);
-    thin(&db, 40_000, 10);
+    let db = fragmented(dir.path(), 40_000, 200, 10);
     let want = contents(&db, "t");
     let report = db.defrag().unwrap();
     eprintln!("{report:?}");
@@ -57,12 +75,7 @@ fn shrinks_to_live_data_and_keeps_contents() {
     assert_eq!(contents(&db, "t"), want);
     db.check().unwrap();
     assert!(report.size_after < report.size_before / 3, "{report:?}");
-    assert!(
-        s.file_size as f64 <= 1.2 * s.bytes_in_use as f64,
-        "file {} vs in use {}",
-        s.file_size,
-        s.bytes_in_use
-    );
+    assert_file_near_data(&s, "after defrag");
     assert_eq!(
         std::fs::metadata(db.path()).unwrap().len(),
         s.file_size,
@@ -80,9 +93,7 @@ fn shrinks_to_live_data_and_keeps_contents() {
 #[test]
 fn the_first_growth_after_a_defrag_keeps_the_file_near_its_data() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path().join("db")).unwrap();
-    fill(&db, 40_000, 200);
-    thin(&db, 40_000, 10);
+    let db = fragmented(dir.path(), 40_000, 200, 10);
     db.defrag().unwrap();
     let before = db.stats();
     // 200 KiB: an overflow run longer than any hole defrag left.
@@ -92,14 +103,7 @@ fn the_first_growth_after_a_defrag_keeps_the_file_near_its_data() {
     w.commit().unwrap();
     let after = db.stats();
     assert!(after.file_size > before.file_size, "{before:?} {after:?}");
-    assert!(
-        after.file_size as f64 <= 1.2 * after.bytes_in_use as f64,
-        "file {} vs in use {} (before the write: {} vs {})",
-        after.file_size,
-        after.bytes_in_use,
-        before.file_size,
-        before.bytes_in_use
-    );
+    assert_file_near_data(&after, &format!("before the write: {before:?}"));
     assert_eq!(std::fs::metadata(db.path()).unwrap().len(), after.file_size);
     db.check().unwrap();
 }
@@ -131,19 +135,14 @@ fn open_snapshots_stay_readable_and_pin_what_they_see() {
     // Once the snapshot is gone, a second run gives the space back.
     let report = db.defrag().unwrap();
     let s = db.stats();
-    assert!(
-        s.file_size as f64 <= 1.2 * s.bytes_in_use as f64,
-        "{report:?} {s:?}"
-    );
+    assert_file_near_data(&s, &format!("{report:?}"));
     db.check().unwrap();
 }
 
 #[test]
 fn writers_keep_committing_during_defrag() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path().join("db")).unwrap();
-    fill(&db, 30_000, 200);
-    thin(&db, 30_000, 6);
+    let db = fragmented(dir.path(), 30_000, 200, 6);
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (db, stop) = (db.clone(), stop.clone());
@@ -239,5 +238,5 @@ fn defrag_with_small_pages_and_reopen_between() {
     db.check().unwrap();
     assert_eq!(contents(&db, "t"), want);
     let s = db.stats();
-    assert!(s.file_size as f64 <= 1.2 * s.bytes_in_use as f64, "{s:?}");
+    assert_file_near_data(&s, "after reopening");
 }
