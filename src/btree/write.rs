@@ -251,7 +251,7 @@ fn rebalance<W: PageStore>(w: &mut W, path: &Path, leaf: PageId) -> Result<()> {
         }
         let (li, ri) = if idx > 0 { (idx - 1, idx) } else { (0, 1) };
         let (lref, rref) = (pnode.child(li), pnode.child(ri));
-        let sep = pnode.key(ri).to_vec();
+        let sep_len = pnode.key(ri).len();
         // Whether the two fit in one page, asked of the pages as they are:
         // copying the sibling first only to find it too full cost a page
         // copy and a page write per removal in a compaction.
@@ -260,13 +260,14 @@ fn rebalance<W: PageStore>(w: &mut W, path: &Path, leaf: PageId) -> Result<()> {
             let mut combined = lnode.used() + rnode.used() - HEADER_LEN;
             if !rnode.is_leaf() {
                 // The right page's first key becomes the parent's separator.
-                combined = combined + sep.len() - rnode.key(0).len();
+                combined = combined + sep_len - rnode.key(0).len();
             }
             combined
         };
         if combined > ps {
             return Ok(());
         }
+        let sep = Node::new(w.dirty(parent)).key(ri).to_vec();
         let left = w.make_dirty(lref)?;
         let right = w.make_dirty(rref)?;
         NodeMut::new(w.dirty(parent)).set_child(li, dirty_ref(left, txid));
