@@ -38,9 +38,17 @@ pub fn escaped_len(key: &[u8]) -> usize {
 
 /// `esc(key) ++ !rev`.
 pub fn kv_key(key: &[u8], rev: u64) -> Vec<u8> {
-    let mut out = escape(key);
-    out.extend_from_slice(&(!rev).to_be_bytes());
+    let mut out = Vec::with_capacity(escaped_len(key) + REV_LEN);
+    kv_key_into(key, rev, &mut out);
     out
+}
+
+/// `esc(key) ++ !rev`, into `out` (cleared first): for callers that keep
+/// one buffer for many keys.
+pub fn kv_key_into(key: &[u8], rev: u64, out: &mut Vec<u8>) {
+    out.clear();
+    escape_into(key, out);
+    out.extend_from_slice(&(!rev).to_be_bytes());
 }
 
 /// Splits a `kv` table key into the escaped user key (terminator included)

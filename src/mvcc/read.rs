@@ -190,9 +190,7 @@ pub fn version_at_with<'a, T: TxnRead + ?Sized>(
     probe: &mut Vec<u8>,
 ) -> Result<Option<(u64, Record<'a>)>> {
     let mut c = txn.cursor(kv)?;
-    probe.clear();
-    keys::escape_into(key, probe);
-    probe.extend_from_slice(&(!rev).to_be_bytes());
+    keys::kv_key_into(key, rev, probe);
     let Some((k, v)) = c.seek(probe)? else {
         return Ok(None);
     };

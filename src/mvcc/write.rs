@@ -250,9 +250,7 @@ impl<'w> Applier<'w> {
         self.log.extend_from_slice(key);
         self.w
             .insert(self.t.rev, &keys::rev_key(self.main, self.sub), &self.log)?;
-        self.kv_key.clear();
-        keys::escape_into(key, &mut self.kv_key);
-        self.kv_key.extend_from_slice(&(!self.main).to_be_bytes());
+        keys::kv_key_into(key, self.main, &mut self.kv_key);
         self.w.insert(self.t.kv, &self.kv_key, &self.record)?;
         if let Some(touched) = self.touched {
             touched.mark(key);
