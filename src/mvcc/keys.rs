@@ -15,13 +15,27 @@ pub const REV_LEN: usize = 8;
 /// Appends the escaped form of `key` (with its terminator) to `out`.
 pub fn escape_into(key: &[u8], out: &mut Vec<u8>) {
     out.reserve(key.len() + 2);
-    for &b in key {
-        out.push(b);
-        if b == 0 {
-            out.push(0xff);
-        }
+    // Keys seldom hold a 0x00: the runs between them are copied whole.
+    // Every point read escapes its key, and escaping byte by byte took
+    // about 7% of a point read served from cache.
+    let mut rest = key;
+    while let Some(i) = find_zero(rest) {
+        out.extend_from_slice(&rest[..=i]);
+        out.push(0xff);
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
     out.extend_from_slice(&[0, 0]);
+}
+
+/// The index of the first 0x00 in `b`. The common case, no zero at all,
+/// is answered by the standard library's word-at-a-time search.
+#[inline]
+fn find_zero(b: &[u8]) -> Option<usize> {
+    if !b.contains(&0) {
+        return None;
+    }
+    b.iter().position(|&x| x == 0)
 }
 
 /// `esc(key)`: the prefix every `kv` entry of `key` starts with.
@@ -66,43 +80,25 @@ pub fn split_kv_key(k: &[u8]) -> Option<(&[u8], u64)> {
 
 /// The user key of an escaped key (terminator included).
 pub fn unescape(esc: &[u8]) -> Option<Vec<u8>> {
-    let body = esc.strip_suffix(&[0, 0])?;
-    let mut out = Vec::with_capacity(body.len());
-    let mut i = 0;
-    while i < body.len() {
-        out.push(body[i]);
-        if body[i] == 0 {
-            if body.get(i + 1) != Some(&0xff) {
-                return None;
-            }
-            i += 1;
-        }
-        i += 1;
-    }
-    Some(out)
+    let mut out = Vec::with_capacity(esc.len().saturating_sub(2));
+    unescape_into(esc, &mut out).then_some(out)
 }
 
 /// Appends the user key of an escaped key (terminator included) to `out`
-/// without allocating; false if the bytes are malformed.
-pub fn unescape_into(esc: &[u8], out: &mut impl Extend<u8>) -> bool {
-    let Some(body) = esc.strip_suffix(&[0, 0]) else {
+/// without allocating; false if the bytes are malformed (`out` may then
+/// hold part of the key).
+pub fn unescape_into(esc: &[u8], out: &mut impl bytes::BufMut) -> bool {
+    let Some(mut rest) = esc.strip_suffix(&[0, 0]) else {
         return false;
     };
-    let mut i = 0;
-    let mut run = 0;
-    while i < body.len() {
-        if body[i] == 0 {
-            if body.get(i + 1) != Some(&0xff) {
-                return false;
-            }
-            out.extend(body[run..=i].iter().copied());
-            i += 2;
-            run = i;
-        } else {
-            i += 1;
+    while let Some(i) = find_zero(rest) {
+        if rest.get(i + 1) != Some(&0xff) {
+            return false;
         }
+        out.put_slice(&rest[..=i]);
+        rest = &rest[i + 2..];
     }
-    out.extend(body[run..].iter().copied());
+    out.put_slice(rest);
     true
 }
 
