@@ -371,6 +371,10 @@ fn bench_phases_print_one_json_line_each() {
             &["churn", "64"],
             &[r#""overwrite_s":"#, r#""size_before_compact":"#],
         ),
+        (
+            &["large", "20", "20000"],
+            &[r#""ops":20"#, r#""value_bytes":20000"#, r#""put_p99_s":"#],
+        ),
     ];
     for (args, fields) in phases {
         let mut all = vec!["bench"];

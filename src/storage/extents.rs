@@ -5,7 +5,7 @@
 //! their number. Allocation is first-fit from the lowest page, which keeps
 //! live data packed toward the start of the file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::PageId;
 
@@ -13,6 +13,13 @@ use crate::error::PageId;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExtentSet {
     runs: BTreeMap<PageId, u64>,
+    /// The starts of the runs of two pages or more, by length. A request
+    /// for several pages (an overflow value) looks only at these, one
+    /// length at a time: after a compaction most runs are single pages,
+    /// and passing them all made such an allocation cost a walk of the
+    /// whole set. Invariant: holds exactly the runs of `runs` longer than
+    /// one page.
+    long_runs: BTreeMap<u64, BTreeSet<PageId>>,
     pages: u64,
 }
 
@@ -40,6 +47,27 @@ impl ExtentSet {
         self.runs.iter().map(|(&s, &l)| (s, l))
     }
 
+    /// Records the run `start..start+len` (disjoint from every other).
+    fn add_run(&mut self, start: PageId, len: u64) {
+        self.runs.insert(start, len);
+        if len > 1 {
+            self.long_runs.entry(len).or_default().insert(start);
+        }
+    }
+
+    /// Forgets the run starting at `start`, of `len` pages.
+    fn drop_run(&mut self, start: PageId, len: u64) {
+        self.runs.remove(&start);
+        if len > 1 {
+            if let Some(starts) = self.long_runs.get_mut(&len) {
+                starts.remove(&start);
+                if starts.is_empty() {
+                    self.long_runs.remove(&len);
+                }
+            }
+        }
+    }
+
     /// Whether any page of `start..start+len` is in the set.
     pub fn overlaps(&self, start: PageId, len: u64) -> bool {
         if let Some((&s, &l)) = self.runs.range(..start + len).next_back() {
@@ -62,14 +90,14 @@ impl ExtentSet {
             if s + l == start {
                 new_start = s;
                 new_len += l;
-                self.runs.remove(&s);
+                self.drop_run(s, l);
             }
         }
         if let Some(&l) = self.runs.get(&(start + len)) {
-            self.runs.remove(&(start + len));
+            self.drop_run(start + len, l);
             new_len += l;
         }
-        self.runs.insert(new_start, new_len);
+        self.add_run(new_start, new_len);
         self.pages += len;
         true
     }
@@ -83,12 +111,12 @@ impl ExtentSet {
         if s + l < start + len {
             return false;
         }
-        self.runs.remove(&s);
+        self.drop_run(s, l);
         if s < start {
-            self.runs.insert(s, start - s);
+            self.add_run(s, start - s);
         }
         if start + len < s + l {
-            self.runs.insert(start + len, s + l - (start + len));
+            self.add_run(start + len, s + l - (start + len));
         }
         self.pages -= len;
         true
@@ -112,11 +140,19 @@ impl ExtentSet {
     }
 
     /// Takes the lowest run of `len` contiguous pages, if there is one.
+    ///
+    /// One page: the set's first run. More: the lowest start among the
+    /// runs of each length that is long enough, so the cost grows with the
+    /// number of distinct lengths (at most about the square root of twice
+    /// the free pages), not with the number of runs.
     pub fn take_first_fit(&mut self, len: u64) -> Option<PageId> {
-        let start = if len == 1 {
+        let start = if len <= 1 {
             *self.runs.keys().next()?
         } else {
-            self.runs.iter().find(|(_, &l)| l >= len).map(|(&s, _)| s)?
+            self.long_runs
+                .range(len..)
+                .filter_map(|(_, starts)| starts.first().copied())
+                .min()?
         };
         let removed = self.remove(start, len);
         debug_assert!(removed);
@@ -128,12 +164,15 @@ impl ExtentSet {
     pub fn split_off_from(&mut self, from: PageId) -> Vec<(PageId, u64)> {
         if let Some((&s, &l)) = self.runs.range(..from).next_back() {
             if s + l > from {
-                self.runs.insert(s, from - s);
-                self.runs.insert(from, s + l - from);
+                self.drop_run(s, l);
+                self.add_run(s, from - s);
+                self.add_run(from, s + l - from);
             }
         }
-        let tail = self.runs.split_off(&from);
-        let out: Vec<_> = tail.into_iter().collect();
+        let out: Vec<(PageId, u64)> = self.runs.range(from..).map(|(&s, &l)| (s, l)).collect();
+        for &(s, l) in &out {
+            self.drop_run(s, l);
+        }
         self.pages -= out.iter().map(|&(_, l)| l).sum::<u64>();
         out
     }
@@ -211,6 +250,11 @@ mod tests {
                 }
                 let pages: BTreeSet<u64> = runs.iter().flat_map(|&(s, l)| s..s + l).collect();
                 prop_assert_eq!(&pages, &model);
+                // The index of long runs holds exactly the runs over a page.
+                let long: BTreeSet<(u64, u64)> = runs.iter().filter(|r| r.1 > 1).map(|&(s, l)| (l, s)).collect();
+                let indexed: BTreeSet<(u64, u64)> = set.long_runs.iter().flat_map(|(&l, starts)| starts.iter().map(move |&s| (l, s))).collect();
+                prop_assert_eq!(long, indexed);
+                prop_assert!(set.long_runs.values().all(|starts| !starts.is_empty()));
             }
         }
     }

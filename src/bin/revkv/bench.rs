@@ -125,16 +125,7 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             let mut value = vec![0u8; vs];
             Rng::new(7).fill(&mut value);
             let bar = crate::progress::bar(n, "loading");
-            let mut i = 0;
-            while i < n {
-                let end = (i + 10_000).min(n);
-                let batch = (i..end).map(|j| put_request(key(j), value.clone()));
-                for r in store.write_batch(batch)? {
-                    r?;
-                }
-                bar.set_position(end);
-                i = end;
-            }
+            put_all(&store, n, &value, |done| bar.set_position(done))?;
             store.sync()?;
             bar.finish_and_clear();
             line.num("ops", n);
@@ -268,6 +259,36 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             }
             line.num("ops", m).num("found", found);
         }
+        "large" => {
+            // Puts of values over a page (overflow runs of several pages)
+            // into a file whose free space a compaction has just broken
+            // into single pages: every key is overwritten once and the old
+            // versions compacted away (no defrag) before the timing starts.
+            let (m, vs) = (arg(0, 10_000), arg(1, 16 * 1024) as usize);
+            let n = count(&store)?;
+            let mut small = vec![0u8; 1024];
+            Rng::new(9).fill(&mut small);
+            put_all(&store, n, &small, |_| {})?;
+            store.compact(store.current_revision()?)?;
+            store.sync()?;
+            let before = store.db().stats();
+            let mut value = vec![0u8; vs];
+            Rng::new(10).fill(&mut value);
+            let mut lat = Vec::with_capacity(m as usize);
+            t0 = Instant::now();
+            for j in 0..m {
+                let t = Instant::now();
+                store.put(format!("/large/{j:08}").as_bytes(), &value)?;
+                lat.push(t.elapsed().as_secs_f64());
+            }
+            store.sync()?;
+            lat.sort_by(f64::total_cmp);
+            line.num("ops", m)
+                .num("value_bytes", vs)
+                .num("free_pages_before", before.free_pages)
+                .num("put_p50_s", lat.get(lat.len() / 2).copied().unwrap_or(0.0))
+                .num("put_p99_s", lat.get(lat.len() * 99 / 100).copied().unwrap_or(0.0));
+        }
         "txn" => {
             // Optimistic-concurrency update (Kubernetes' GuaranteedUpdate):
             // read, then put only if the key was not modified meanwhile.
@@ -304,14 +325,7 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             let n = count(&store)?;
             let mut value = vec![0u8; arg(0, 1024) as usize];
             Rng::new(9).fill(&mut value);
-            let mut i = 0;
-            while i < n {
-                let end = (i + 10_000).min(n);
-                for r in store.write_batch((i..end).map(|j| put_request(key(j), value.clone())))? {
-                    r?;
-                }
-                i = end;
-            }
+            put_all(&store, n, &value, |_| {})?;
             store.sync()?;
             line.num("overwrite_s", t0.elapsed().as_secs_f64());
             let s = store.db().stats();
@@ -392,7 +406,7 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
         }
         other => {
             return Err(revkv::Error::InvalidOption(format!(
-                "unknown bench phase {other:?} (load, open, range, stream, streams, first, paged, get, txn, churn)"
+                "unknown bench phase {other:?} (load, open, range, stream, streams, first, paged, get, txn, churn, large)"
             )))
         }
     }
@@ -400,6 +414,26 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
     line.num("peak_rss_delta_kb", status_kb("VmHWM") - base);
     line.num("db_size", store.db().stats().file_size);
     line.print();
+    Ok(())
+}
+
+/// Puts `value` under keys 0..n in write batches of 10,000 (etcd's
+/// backend batch limit), telling `progress` the keys done after each.
+fn put_all(
+    store: &Store,
+    n: u64,
+    value: &[u8],
+    mut progress: impl FnMut(u64),
+) -> revkv::Result<()> {
+    let mut i = 0;
+    while i < n {
+        let end = (i + 10_000).min(n);
+        for r in store.write_batch((i..end).map(|j| put_request(key(j), value.to_vec())))? {
+            r?;
+        }
+        progress(end);
+        i = end;
+    }
     Ok(())
 }
 

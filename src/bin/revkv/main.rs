@@ -199,7 +199,8 @@ enum Command {
     /// range, first, paged LIMIT, get M, txn M, churn VALUE_SIZE [PROBE]
     /// (PROBE 0: no latency prober beside compaction and defrag); and
     /// revkv's own: stream [CHUNK_KEYS], streams N, watch WATCHERS PUTS
-    /// THREADS PACE_MS ROUNDS TOGETHER.
+    /// THREADS PACE_MS ROUNDS TOGETHER, large M VALUE_SIZE (puts of
+    /// multi-page values after a compaction fragmented the free space).
     Bench {
         /// The phase.
         phase: String,
