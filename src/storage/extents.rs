@@ -59,11 +59,16 @@ impl ExtentSet {
     fn drop_run(&mut self, start: PageId, len: u64) {
         self.runs.remove(&start);
         if len > 1 {
-            if let Some(starts) = self.long_runs.get_mut(&len) {
-                starts.remove(&start);
-                if starts.is_empty() {
-                    self.long_runs.remove(&len);
-                }
+            self.unindex(start, len);
+        }
+    }
+
+    /// Takes the run at `start`, of `len` pages, out of the length index.
+    fn unindex(&mut self, start: PageId, len: u64) {
+        if let Some(starts) = self.long_runs.get_mut(&len) {
+            starts.remove(&start);
+            if starts.is_empty() {
+                self.long_runs.remove(&len);
             }
         }
     }
@@ -169,9 +174,14 @@ impl ExtentSet {
                 self.add_run(from, s + l - from);
             }
         }
-        let out: Vec<(PageId, u64)> = self.runs.range(from..).map(|(&s, &l)| (s, l)).collect();
+        // Split off whole (one tree operation, whatever the tail's size:
+        // the trim that calls this holds the writer lock); only the tail's
+        // long runs are looked up in the length index.
+        let out: Vec<(PageId, u64)> = self.runs.split_off(&from).into_iter().collect();
         for &(s, l) in &out {
-            self.drop_run(s, l);
+            if l > 1 {
+                self.unindex(s, l);
+            }
         }
         self.pages -= out.iter().map(|&(_, l)| l).sum::<u64>();
         out
