@@ -488,17 +488,22 @@ pub fn separator<'k>(left: &[u8], right: &'k [u8]) -> &'k [u8] {
     &right[..(common + 1).min(right.len())]
 }
 
-/// Chooses where to split `costs` (cell costs in order) so that both halves
-/// fit in `capacity` bytes, as evenly as possible; with `append` set the
-/// left half is filled as full as it can be (sequential inserts then leave
-/// full pages behind). Returns the number of cells that go left.
-pub fn split_point(costs: &[usize], capacity: usize, append: bool) -> usize {
-    let n = costs.len();
+/// Chooses where to split `n` cells whose costs in order are `cost(i)` so
+/// that both halves fit in `capacity` bytes, as evenly as possible; with
+/// `append` set the left half is filled as full as it can be (sequential
+/// inserts then leave full pages behind). Returns the number of cells that
+/// go left. Costs are asked for, not collected: a split allocates nothing.
+pub fn split_point(
+    n: usize,
+    cost: impl Fn(usize) -> usize,
+    capacity: usize,
+    append: bool,
+) -> usize {
     debug_assert!(n >= 2);
-    let total: usize = costs.iter().sum();
+    let total: usize = (0..n).map(&cost).sum();
     if append {
         // Everything but the last cell stays left when it fits.
-        let left = total - costs[n - 1];
+        let left = total - cost(n - 1);
         if left <= capacity {
             return n - 1;
         }
@@ -506,8 +511,8 @@ pub fn split_point(costs: &[usize], capacity: usize, append: bool) -> usize {
     let mut acc = 0;
     let mut best = 1;
     let mut best_max = usize::MAX;
-    for (k, c) in costs.iter().enumerate().take(n - 1) {
-        acc += c;
+    for k in 0..n - 1 {
+        acc += cost(k);
         let worst = acc.max(total - acc);
         if worst < best_max && acc <= capacity && total - acc <= capacity {
             best_max = worst;
@@ -606,10 +611,10 @@ mod tests {
         assert_eq!(separator(b"abc", b"abd"), b"abd");
         assert_eq!(separator(b"ab", b"abzz"), b"abz");
         assert_eq!(separator(b"a", b"b"), b"b");
-        assert_eq!(split_point(&[10, 10, 10, 10], 100, false), 2);
-        assert_eq!(split_point(&[10, 10, 10, 10], 100, true), 3);
-        assert_eq!(split_point(&[60, 10, 10, 60], 80, true), 3);
-        assert_eq!(split_point(&[60, 10, 10, 60], 79, true), 2);
+        assert_eq!(split_point(4, |i| [10, 10, 10, 10][i], 100, false), 2);
+        assert_eq!(split_point(4, |i| [10, 10, 10, 10][i], 100, true), 3);
+        assert_eq!(split_point(4, |i| [60, 10, 10, 60][i], 80, true), 3);
+        assert_eq!(split_point(4, |i| [60, 10, 10, 60][i], 79, true), 2);
     }
 
     #[test]

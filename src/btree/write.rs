@@ -148,8 +148,8 @@ fn insert_cell<W: PageStore>(
                 std::cmp::Ordering::Greater => old.cell(i - 1),
             }
         };
-        let costs: Vec<usize> = (0..=count).map(|i| cell_at(i).len() + 2).collect();
-        let k = split_point(&costs, w.limits().page_size - HEADER_LEN, append);
+        let cost = |i: usize| cell_at(i).len() + 2;
+        let k = split_point(count + 1, cost, w.limits().page_size - HEADER_LEN, append);
         let kind = if leaf {
             PageKind::Leaf
         } else {
