@@ -173,7 +173,7 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             line.num("keys", keys)
                 .num("bytes", bytes)
                 .num("first_chunk_s", first_chunk_s)
-                .num("first_chunk_warm_median_s", warm[warm.len() / 2])
+                .num("first_chunk_warm_median_s", per_mille(&warm, 500))
                 .num("chunks", chunks);
         }
         "watch" => {
@@ -286,8 +286,8 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             line.num("ops", m)
                 .num("value_bytes", vs)
                 .num("free_pages_before", before.free_pages)
-                .num("put_p50_s", lat.get(lat.len() / 2).copied().unwrap_or(0.0))
-                .num("put_p99_s", lat.get(lat.len() * 99 / 100).copied().unwrap_or(0.0));
+                .num("put_p50_s", per_mille(&lat, 500))
+                .num("put_p99_s", per_mille(&lat, 990));
         }
         "txn" => {
             // Optimistic-concurrency update (Kubernetes' GuaranteedUpdate):
@@ -390,9 +390,7 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
                 for (op, opname) in ["get", "put"].iter().enumerate() {
                     let mut v = lat[st][op].clone();
                     v.sort_unstable();
-                    let pct = |per_mille: usize| {
-                        v.get(v.len() * per_mille / 1000).copied().unwrap_or(0) as f64 / 1e9
-                    };
+                    let pct = |pm: usize| per_mille(&v, pm) as f64 / 1e9;
                     line.num(&format!("{opname}_p50_{name}_s"), pct(500))
                         .num(&format!("{opname}_p99_{name}_s"), pct(990))
                         .num(&format!("{opname}_p999_{name}_s"), pct(999))
@@ -415,6 +413,15 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
     line.num("db_size", store.db().stats().file_size);
     line.print();
     Ok(())
+}
+
+/// The value `per_mille` thousandths of the way through `sorted` (500:
+/// the median), or zero when it is empty.
+fn per_mille<T: Copy + Default>(sorted: &[T], per_mille: usize) -> T {
+    sorted
+        .get(sorted.len() * per_mille / 1000)
+        .copied()
+        .unwrap_or_default()
 }
 
 /// Puts `value` under keys 0..n in write batches of 10,000 (etcd's
@@ -579,7 +586,7 @@ fn watch_phase(store: &Store, line: &mut Line, setup: &WatchBench) -> revkv::Res
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
+        per_mille(v, 500)
     };
     // Per round, in order, before the medians sort them.
     let rounds_json = |v: &[f64]| {
@@ -594,10 +601,7 @@ fn watch_phase(store: &Store, line: &mut Line, setup: &WatchBench) -> revkv::Res
     let (alone_rounds, watched_rounds) = (rounds_json(&alone), rounds_json(&watched));
     let (alone_median, watched_median) = (median(&mut alone), median(&mut watched));
     delays.sort_unstable();
-    let pct = |p: f64| {
-        let i = ((delays.len() as f64 * p) as usize).min(delays.len().saturating_sub(1));
-        delays.get(i).map_or(0.0, |&d| d as f64 / 1e9)
-    };
+    let pct = |pm: usize| per_mille(&delays, pm) as f64 / 1e9;
     let metrics = store.watch_metrics();
     line.num("watchers", watchers)
         .num("threads", threads)
@@ -615,8 +619,8 @@ fn watch_phase(store: &Store, line: &mut Line, setup: &WatchBench) -> revkv::Res
                 0.0
             },
         )
-        .num("delay_p50_s", pct(0.5))
-        .num("delay_p99_s", pct(0.99))
+        .num("delay_p50_s", pct(500))
+        .num("delay_p99_s", pct(990))
         .num("delay_samples", delays.len())
         .num("catchup_reads", metrics.catchup_reads)
         .num("alone_rounds_puts_per_s", alone_rounds)
