@@ -779,7 +779,10 @@ impl WriteTxn {
     /// for older readers to end.
     fn publish(mut self, meta: Meta, slot: u64, durable: bool, write_out: bool, unsynced: u64) {
         let ps = self.shared.limits.page_size;
-        let freed = std::mem::take(&mut self.freed);
+        let mut freed = std::mem::take(&mut self.freed);
+        // In page order, the sets below are updated where they were last
+        // touched (a compaction frees thousands of scattered pages a commit).
+        freed.sort_unstable();
         let txn_free = std::mem::take(&mut self.txn_free);
         let dirty = std::mem::take(&mut self.dirty);
         let w = &mut *self.writer;
