@@ -371,6 +371,11 @@ fn bench_phases_print_one_json_line_each() {
             &["churn", "64"],
             &[r#""overwrite_s":"#, r#""size_before_compact":"#],
         ),
+        (&["overwrite", "64"], &[r#""ops":300"#, r#""commits":"#]),
+        (
+            &["compact"],
+            &[r#""in_use_before_compact":"#, r#""in_use_after_compact":"#],
+        ),
         (
             &["large", "20", "20000"],
             &[r#""ops":20"#, r#""value_bytes":20000"#, r#""put_p99_s":"#],

@@ -118,6 +118,7 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
         .num("rss_after_open_kb", status_kb("VmRSS"));
     reset_peak();
     let base = status_kb("VmRSS");
+    let txid_before = store.db().stats().txid;
     let mut t0 = Instant::now();
     match phase {
         "load" => {
@@ -258,6 +259,25 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
                     .len();
             }
             line.num("ops", m).num("found", found);
+        }
+        "overwrite" => {
+            // The first step of churn alone: every key put once more.
+            let n = count(&store)?;
+            let mut value = vec![0u8; arg(0, 1024) as usize];
+            Rng::new(9).fill(&mut value);
+            put_all(&store, n, &value, |_| {})?;
+            store.sync()?;
+            line.num("ops", n);
+        }
+        "compact" => {
+            // The second step of churn alone: compaction to the head.
+            let s = store.db().stats();
+            line.num("in_use_before_compact", s.bytes_in_use);
+            store.compact(store.current_revision()?)?;
+            store.sync()?;
+            let s = store.db().stats();
+            line.num("size_after_compact", s.file_size)
+                .num("in_use_after_compact", s.bytes_in_use);
         }
         "large" => {
             // Puts of values over a page (overflow runs of several pages)
@@ -404,13 +424,15 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
         }
         other => {
             return Err(revkv::Error::InvalidOption(format!(
-                "unknown bench phase {other:?} (load, open, range, stream, streams, first, paged, get, txn, churn, large)"
+                "unknown bench phase {other:?} (load, open, range, stream, streams, first, paged, get, txn, churn, overwrite, compact, large)"
             )))
         }
     }
     line.num("s", t0.elapsed().as_secs_f64());
     line.num("peak_rss_delta_kb", status_kb("VmHWM") - base);
-    line.num("db_size", store.db().stats().file_size);
+    let s = store.db().stats();
+    line.num("db_size", s.file_size)
+        .num("commits", s.txid - txid_before);
     line.print();
     Ok(())
 }

@@ -200,7 +200,8 @@ enum Command {
     /// (PROBE 0: no latency prober beside compaction and defrag); and
     /// revkv's own: stream [CHUNK_KEYS], streams N, watch WATCHERS PUTS
     /// THREADS PACE_MS ROUNDS TOGETHER, large M VALUE_SIZE (puts of
-    /// multi-page values after a compaction fragmented the free space).
+    /// multi-page values after a compaction fragmented the free space),
+    /// and churn's first two steps alone: overwrite VALUE_SIZE, compact.
     Bench {
         /// The phase.
         phase: String,
