@@ -364,24 +364,41 @@ fn rebalance<W: PageStore>(w: &mut W, path: &Path, leaf: PageId) -> Result<()> {
             id = parent;
             continue;
         }
-        let (li, ri) = if idx > 0 { (idx - 1, idx) } else { (0, 1) };
-        let (lref, rref) = (pnode.child(li), pnode.child(ri));
-        let sep_len = pnode.key(ri).len();
-        // Whether the two fit in one page, asked of the pages as they are:
-        // copying the sibling first only to find it too full cost a page
-        // copy and a page write per removal in a compaction.
-        let combined = {
+        // The left neighbour first, then the right one: a page left with
+        // two large values beside a full page on one side and a page left
+        // with one value on the other still finds its merge.
+        let pair = |li: usize| {
+            (
+                li,
+                pnode.child(li),
+                pnode.child(li + 1),
+                pnode.key(li + 1).len(),
+            )
+        };
+        let candidates = [
+            idx.checked_sub(1).map(pair),
+            (idx + 1 < pnode.count()).then(|| pair(idx)),
+        ];
+        let mut chosen = None;
+        for (li, lref, rref, sep_len) in candidates.into_iter().flatten() {
+            // Asked of the pages as they are: copying the sibling first
+            // only to find it too full cost a page copy and a page write
+            // per removal in a compaction.
             let (lnode, rnode) = (w.node(lref)?, w.node(rref)?);
             let mut combined = lnode.used() + rnode.used() - HEADER_LEN;
             if !rnode.is_leaf() {
                 // The right page's first key becomes the parent's separator.
                 combined = combined + sep_len - rnode.key(0).len();
             }
-            combined
-        };
-        if combined > ps {
-            return Ok(());
+            if combined <= ps {
+                chosen = Some((li, lref, rref));
+                break;
+            }
         }
+        let Some((li, lref, rref)) = chosen else {
+            return Ok(());
+        };
+        let ri = li + 1;
         let left = w.make_dirty(lref)?;
         let right = w.make_dirty(rref)?;
         NodeMut::new(w.dirty(parent)).set_child(li, dirty_ref(left, txid));
