@@ -261,20 +261,15 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             line.num("ops", m).num("found", found);
         }
         "overwrite" => {
-            // The first step of churn alone: every key put once more.
-            let n = count(&store)?;
-            let mut value = vec![0u8; arg(0, 1024) as usize];
-            Rng::new(9).fill(&mut value);
-            put_all(&store, n, &value, |_| {})?;
-            store.sync()?;
+            // The first step of churn alone.
+            let n = overwrite_all(&store, arg(0, 1024) as usize)?;
             line.num("ops", n);
         }
         "compact" => {
-            // The second step of churn alone: compaction to the head.
+            // The second step of churn alone.
             let s = store.db().stats();
             line.num("in_use_before_compact", s.bytes_in_use);
-            store.compact(store.current_revision()?)?;
-            store.sync()?;
+            compact_to_head(&store)?;
             let s = store.db().stats();
             line.num("size_after_compact", s.file_size)
                 .num("in_use_after_compact", s.bytes_in_use);
@@ -285,12 +280,8 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             // into single pages: every key is overwritten once and the old
             // versions compacted away (no defrag) before the timing starts.
             let (m, vs) = (arg(0, 10_000), arg(1, 16 * 1024) as usize);
-            let n = count(&store)?;
-            let mut small = vec![0u8; 1024];
-            Rng::new(9).fill(&mut small);
-            put_all(&store, n, &small, |_| {})?;
-            store.compact(store.current_revision()?)?;
-            store.sync()?;
+            overwrite_all(&store, 1024)?;
+            compact_to_head(&store)?;
             let before = store.db().stats();
             let mut value = vec![0u8; vs];
             Rng::new(10).fill(&mut value);
@@ -342,11 +333,7 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             line.num("ops", m);
         }
         "churn" => {
-            let n = count(&store)?;
-            let mut value = vec![0u8; arg(0, 1024) as usize];
-            Rng::new(9).fill(&mut value);
-            put_all(&store, n, &value, |_| {})?;
-            store.sync()?;
+            let n = overwrite_all(&store, arg(0, 1024) as usize)?;
             line.num("overwrite_s", t0.elapsed().as_secs_f64());
             let s = store.db().stats();
             line.num("size_before_compact", s.file_size)
@@ -383,8 +370,7 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             }
             stage.store(1, std::sync::atomic::Ordering::Relaxed);
             let t1 = Instant::now();
-            store.compact(store.current_revision()?)?;
-            store.sync()?;
+            compact_to_head(&store)?;
             line.num("compact_s", t1.elapsed().as_secs_f64());
             let s = store.db().stats();
             line.num("size_after_compact", s.file_size)
@@ -444,6 +430,23 @@ fn per_mille<T: Copy + Default>(sorted: &[T], per_mille: usize) -> T {
         .get(sorted.len() * per_mille / 1000)
         .copied()
         .unwrap_or_default()
+}
+
+/// Puts a new value of `value_bytes` under every key the bench loaded
+/// (the churn's overwrite) and syncs. Returns the number of keys.
+fn overwrite_all(store: &Store, value_bytes: usize) -> revkv::Result<u64> {
+    let n = count(store)?;
+    let mut value = vec![0u8; value_bytes];
+    Rng::new(9).fill(&mut value);
+    put_all(store, n, &value, |_| {})?;
+    store.sync()?;
+    Ok(n)
+}
+
+/// Compacts to the current revision, waits for it and syncs.
+fn compact_to_head(store: &Store) -> revkv::Result<()> {
+    store.compact(store.current_revision()?)?;
+    store.sync()
 }
 
 /// Puts `value` under keys 0..n in write batches of 10,000 (etcd's
