@@ -2,15 +2,16 @@
 //!
 //! The logical step is one small transaction: it records the new compacted
 //! revision (reads below it fail from then on) and schedules the physical
-//! removal. The physical step walks the revision log from the last
-//! compaction up to the target. For every version in the log it removes
-//! the older versions of the same key (superseded by this one) and, when
-//! this version is a deletion and the newest at or below the target, the
-//! deletion itself. One caller runs it at a time; progress is saved in the
-//! same transaction as the last removals of each batch. Open finishes a
-//! compaction a crash interrupted, replaying the removals after the saved
-//! progress: the crash may have kept some of them, and removing an absent
-//! version is a no-op.
+//! removal. The physical step reads the revision log from the last
+//! compaction up to the target, a plan of [`BATCH`] entries at a time. For
+//! every key changed in a plan's entries it removes the versions older
+//! than its newest change there (superseded by it) and, when that change
+//! is a deletion and the newest version at or below the target, the
+//! deletion itself; a plan applies its removals in key order. One caller
+//! runs it at a time; progress is saved in the same transaction as a
+//! plan's last removals. Open finishes a compaction a crash interrupted,
+//! replaying the plan after the saved progress: the crash may have kept
+//! some of its removals, and removing an absent version is a no-op.
 //!
 //! Each batch is planned on a snapshot, without the writer: which versions
 //! go depends only on history at or below the target, which every snapshot
@@ -46,9 +47,13 @@ use super::Tables;
 use crate::error::{Error, Result};
 use crate::txn::{TxnRead, WriteTxn};
 
-/// Log entries one batch visits (more when one revision has more changes:
-/// a revision is never split between batches).
-pub const BATCH: usize = 50;
+/// Log entries one plan covers (more when one revision has more changes:
+/// a revision is never split between plans). Large enough that a
+/// compaction over many keys finds neighbours in one plan: applied in key
+/// order, removals from neighbouring keys then share their leaf and the
+/// branches above it, and removals of neighbouring revisions share their
+/// log leaf. About a hundred bytes of plan per entry.
+pub const BATCH: usize = 16_384;
 
 /// Immediate mode: the least work a batch does before it ends early for a
 /// waiting writer. Without it a busy foreground would let compaction remove
@@ -58,17 +63,24 @@ pub const MIN_SLICE: Duration = Duration::from_micros(200);
 
 /// One stored version to remove.
 struct Removal {
-    /// The log entry whose processing removes it: removals are in log
-    /// order of it.
-    by: u64,
     /// Its `kv` table key, in [`Plan::keys`].
     kv: Range<usize>,
     /// Its `rev` table key.
     rev: [u8; 12],
 }
 
+/// The newest change to one key among a plan's log entries.
+struct Change {
+    /// The key, in the planner's key buffer.
+    key: Range<usize>,
+    main: u64,
+    sub: u32,
+    deletion: bool,
+}
+
 /// A batch of the physical compaction: the versions that the log entries
-/// after `start` up to `end` remove, found on a snapshot.
+/// after `start` up to `end` remove, found on a snapshot and ordered by
+/// key (see [`Plan::make`]).
 pub(crate) struct Plan {
     /// The compaction target it was made for.
     target: u64,
@@ -76,12 +88,15 @@ pub(crate) struct Plan {
     end: u64,
     /// Whether applying all of it completes the compaction.
     done: bool,
+    /// In ascending key order; a key's versions oldest first.
     removals: Vec<Removal>,
     /// The removals' `kv` keys, end to end (one buffer, not one per key).
     keys: Vec<u8>,
     /// The first removal not applied yet.
     next: usize,
-    /// The progress reached: every log entry up to it is applied.
+    /// The progress reached: the plan's start until all of it is applied,
+    /// then its end. Removals are in key order, not log order, so no log
+    /// entry in between is known to be finished before the last removal.
     reached: u64,
 }
 
@@ -90,6 +105,15 @@ impl Plan {
     /// next `budget` log entries remove (more entries when the last
     /// revision has more changes: a revision is never split). `r` must
     /// hold every revision at or below `target`.
+    ///
+    /// The log is in revision order, and consecutive revisions usually
+    /// change keys far apart; removing in that order dirties a leaf (and
+    /// the branches above it) per version. So the planner reads the
+    /// entries first, keeps the newest change to each key (it removes
+    /// everything the older ones would), and looks the keys up and orders
+    /// the removals in key order. Within a key the oldest version goes
+    /// first and a deletion last: a commit of the parked transaction
+    /// between two removals never exposes a version that a deletion hid.
     pub fn make<T: TxnRead + ?Sized>(
         r: &T,
         t: Tables,
@@ -106,10 +130,9 @@ impl Plan {
             next: 0,
             reached: progress,
         };
+        let mut changed = Vec::new();
+        let mut changes = Vec::new();
         let mut log = r.cursor(t.rev)?;
-        let mut versions = r.cursor(t.kv)?;
-        let mut probe = Vec::new();
-        let mut entries = 0;
         let mut last = progress;
         let mut e = log.seek(&keys::rev_key(progress + 1, 0))?;
         while let Some((k, v)) = e {
@@ -118,7 +141,7 @@ impl Plan {
             if main > target {
                 break;
             }
-            if entries >= budget && main != last {
+            if changes.len() >= budget && main != last {
                 plan.end = last;
                 plan.done = false;
                 break;
@@ -126,11 +149,39 @@ impl Plan {
             let (&flag, key) = v
                 .split_first()
                 .ok_or_else(|| Error::CorruptFile("empty rev table entry".into()))?;
-            // Every version of the key older than this one.
+            let at = changed.len();
+            changed.extend_from_slice(key);
+            changes.push(Change {
+                key: at..changed.len(),
+                main,
+                sub,
+                deletion: flag == 1,
+            });
+            last = main;
+            e = log.next()?;
+        }
+        // Key order, and for each key its newest change last.
+        changes.sort_unstable_by(|a, b| {
+            changed[a.key.clone()]
+                .cmp(&changed[b.key.clone()])
+                .then(a.main.cmp(&b.main))
+        });
+        let mut versions = r.cursor(t.kv)?;
+        let mut probe = Vec::new();
+        for (i, c) in changes.iter().enumerate() {
+            let key = &changed[c.key.clone()];
+            if changes
+                .get(i + 1)
+                .is_some_and(|n| changed[n.key.clone()] == *key)
+            {
+                continue;
+            }
+            let first = plan.removals.len();
+            // Every version of the key older than this one, newest first.
             probe.clear();
             keys::escape_into(key, &mut probe);
             let esc_len = probe.len();
-            probe.extend_from_slice(&(!(main - 1)).to_be_bytes());
+            probe.extend_from_slice(&(!(c.main - 1)).to_be_bytes());
             let mut found = versions.seek(&probe)?;
             while let Some((vk, vv)) = found {
                 if vk.len() != esc_len + REV_LEN || vk[..esc_len] != probe[..esc_len] {
@@ -139,38 +190,36 @@ impl Plan {
                 let (_, rev) = split_kv_key(vk)
                     .ok_or_else(|| Error::CorruptFile("malformed kv table key".into()))?;
                 let older = Record::decode(vv)?.sub;
-                plan.push(main, vk, keys::rev_key(rev, older));
+                plan.push(vk, keys::rev_key(rev, older));
                 found = versions.next()?;
             }
+            plan.removals[first..].reverse();
             // A deletion that is the newest version at or below the target.
-            if flag == 1 {
+            if c.deletion {
                 if let Some((rev, _)) = read::version_at(r, t.kv, key, target)? {
-                    if rev == main {
+                    if rev == c.main {
                         probe.truncate(esc_len);
-                        probe.extend_from_slice(&(!main).to_be_bytes());
-                        plan.push(main, &probe, keys::rev_key(main, sub));
+                        probe.extend_from_slice(&(!c.main).to_be_bytes());
+                        plan.push(&probe, keys::rev_key(c.main, c.sub));
                     }
                 }
             }
-            entries += 1;
-            last = main;
-            e = log.next()?;
         }
         Ok(plan)
     }
 
-    fn push(&mut self, by: u64, kv: &[u8], rev: [u8; 12]) {
+    fn push(&mut self, kv: &[u8], rev: [u8; 12]) {
         let at = self.keys.len();
         self.keys.extend_from_slice(kv);
         self.removals.push(Removal {
-            by,
             kv: at..self.keys.len(),
             rev,
         });
     }
 
-    /// The progress reached: every log entry up to it is applied (saved
-    /// with the removals, in the same transaction).
+    /// The progress reached: the plan's start until all of it is applied,
+    /// then its end (saved with the last removals, in the same
+    /// transaction).
     pub fn progress(&self) -> u64 {
         self.reached
     }
@@ -192,10 +241,9 @@ impl Plan {
 
     /// Applies removals in `w` up to the end of the plan, or until
     /// `give_way` says to stop (asked before every removal but the first,
-    /// so every call makes progress). A revision's removals may be split
-    /// between calls: the progress then stays before that revision, and
-    /// whatever of it was applied is replayed harmlessly if a crash comes
-    /// first.
+    /// so every call applies at least one). The next call goes on from
+    /// there; a crash before the plan is used up replays all of it from
+    /// the saved progress, which is harmless.
     pub fn apply(
         &mut self,
         w: &mut WriteTxn,
@@ -205,9 +253,6 @@ impl Plan {
         let first = self.next;
         while let Some(r) = self.removals.get(self.next) {
             if self.next > first && give_way(w) {
-                // The entries before this removal's need nothing more: those
-                // with removals had them, the others have none.
-                self.reached = r.by - 1;
                 return Ok(());
             }
             // Absent when a plan made on an older snapshot names a version
@@ -354,7 +399,7 @@ mod tests {
         miri,
         ignore = "under Miri the mapping is a copy of the file taken when it is made: it does not see later commits"
     )]
-    fn a_plan_gives_way_only_between_revisions_and_resumes_where_it_stopped() {
+    fn a_plan_gives_way_between_removals_and_saves_progress_only_at_its_end() {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_history(dir.path());
         let mut p = plan(&store, 1, 50);
@@ -362,16 +407,60 @@ mod tests {
         let t = tables(&mut w).unwrap();
         let mut turns = 0;
         while !p.is_used_up() {
-            let before = p.progress();
+            // Removals are in key order, not log order: no log entry is
+            // known finished until the last one is applied.
+            assert_eq!(p.progress(), 1, "progress stays at the plan's start");
             p.apply(&mut w, t, |_| true).unwrap();
-            assert!(p.progress() > before, "every turn makes progress");
             turns += 1;
         }
-        // Revisions 2..=11 remove nothing (first versions), 12..=21 one
-        // version each: the first turn runs up to and through 12.
+        // Revisions 12..=21 remove one version each: one per turn.
         assert_eq!(turns, 10, "one removal per turn");
-        assert!(p.completes());
+        assert!(p.completes() && p.progress() == 21);
         assert_eq!(versions(&w, t), [1; 10]);
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri the mapping is a copy of the file taken when it is made: it does not see later commits"
+    )]
+    fn a_plan_removes_in_key_order_oldest_first_and_a_deletion_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("kv.db"), StoreOptions::new()).unwrap();
+        store.put(b"b", b"1").unwrap(); // 2
+        store.put(b"a", b"1").unwrap(); // 3
+        store.put(b"b", b"2").unwrap(); // 4
+        store.put(b"a", b"2").unwrap(); // 5
+        store.put(b"b", b"3").unwrap(); // 6
+        store.delete_range(b"b", b"", false).unwrap(); // 7
+        store.put(b"a", b"3").unwrap(); // 8
+        let r = store.db().begin_read().unwrap();
+        let t = read_tables(&r).unwrap();
+        let p = Plan::make(&r, t, 1, 8, 50).unwrap();
+        let order: Vec<(Vec<u8>, u64)> = p
+            .removals
+            .iter()
+            .map(|m| {
+                let (esc, rev) = split_kv_key(&p.keys[m.kv.clone()]).unwrap();
+                let (main, _) = split_rev_key(&m.rev).unwrap();
+                assert_eq!(main, rev, "a version and its log entry go together");
+                (keys::unescape(esc).unwrap(), rev)
+            })
+            .collect();
+        // Each version once, although three log entries of each key
+        // name the oldest; b's deletion after every version it hid.
+        let expected: Vec<(Vec<u8>, u64)> = [
+            (b"a", 3),
+            (b"a", 5),
+            (b"b", 2),
+            (b"b", 4),
+            (b"b", 6),
+            (b"b", 7),
+        ]
+        .into_iter()
+        .map(|(k, r)| (k.to_vec(), r))
+        .collect();
+        assert_eq!(order, expected);
     }
 
     #[test]

@@ -43,6 +43,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::quota::{self, Alarm, DEFAULT_QUOTA_BYTES};
+use crate::txn::parked::PARK_MAX_PAGES;
 use crate::txn::{Durability, TxnRead, WriteTxn};
 use crate::{Db, Options, ReadTxn, Table};
 
@@ -190,14 +191,15 @@ impl StoreOptions {
         self
     }
 
-    /// Revision-log entries one compaction batch visits (default 50). A
-    /// batch is planned on a snapshot, without the writer, then applied.
-    /// With [`CommitMode::Immediate`] each batch is its own write
-    /// transaction, so this bounds how long compaction holds the writer
-    /// (about a millisecond at the default, with no loss of total speed
-    /// measured against 1000 at 200k keys). With [`CommitMode::Batched`]
-    /// a batch is applied in the parked transaction in slices that end
-    /// whenever a writer waits, so this only sets how often it plans.
+    /// Revision-log entries one compaction plan covers (default 16,384).
+    /// A plan is made on a snapshot, without the writer, and orders its
+    /// removals by key, so the larger it is the more removals share a
+    /// page; it costs about a hundred bytes of memory per entry while it
+    /// is applied, and a crash replays at most one plan. It does not bound
+    /// how long compaction holds the writer: a plan is applied in slices
+    /// that end when a writer waits (with [`CommitMode::Immediate`] after
+    /// at least 200 us, each slice its own write transaction) or when the
+    /// transaction holds 1024 pages.
     pub fn compaction_batch(mut self, entries: usize) -> StoreOptions {
         self.compaction_batch = entries.max(1);
         self
@@ -913,7 +915,7 @@ impl Store {
     /// it yet).
     fn may_park(&self) -> bool {
         let page = self.inner.db.shared.limits.page_size;
-        let margin = (2 * crate::txn::parked::PARK_MAX_PAGES * page) as u64;
+        let margin = (2 * PARK_MAX_PAGES * page) as u64;
         self.inner
             .opts
             .quota
@@ -1020,7 +1022,9 @@ impl Store {
             let step = if let CommitMode::Batched { .. } = self.inner.opts.commit {
                 db.let_parked_waiters_in();
                 let mut resumed = db.resume_parked()?;
-                match compaction_step(resumed.txn(), &mut plan, |_| db.parked_contended()) {
+                let give_way =
+                    |w: &WriteTxn| db.parked_contended() || w.dirty_pages() >= PARK_MAX_PAGES;
+                match compaction_step(resumed.txn(), &mut plan, give_way) {
                     Ok(step) => {
                         resumed.park(true)?;
                         step
@@ -1036,7 +1040,8 @@ impl Store {
                 let mut w = db.begin_write_yielding()?;
                 let began = Instant::now();
                 let step = compaction_step(&mut w, &mut plan, |w| {
-                    w.writer_waiting() && began.elapsed() >= compact::MIN_SLICE
+                    (w.writer_waiting() && began.elapsed() >= compact::MIN_SLICE)
+                        || w.dirty_pages() >= PARK_MAX_PAGES
                 })?;
                 w.commit()?;
                 step
