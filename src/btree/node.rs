@@ -292,7 +292,23 @@ impl<'a> Node<'a> {
 
     /// Bytes of cell `i` plus its slot.
     pub fn cell_cost(&self, i: usize) -> usize {
-        self.cell(i).len() + 2
+        self.cell_len(i) + 2
+    }
+
+    /// The bytes of cell `i`: `self.cell(i).len()`, read from its header
+    /// alone (the fill checks after every removal sum these over the page).
+    #[inline]
+    fn cell_len(&self, i: usize) -> usize {
+        let page = self.page;
+        let o = read_u16(page, HEADER_LEN + 2 * i) as usize;
+        let klen = read_u16(page, o) as usize;
+        if !self.is_leaf() {
+            BRANCH_CELL_HEADER + klen
+        } else if page[o + 2] & FLAG_OVERFLOW != 0 {
+            LEAF_CELL_HEADER + klen + OVERFLOW_REF_LEN
+        } else {
+            LEAF_CELL_HEADER + klen + read_u32(page, o + 3) as usize
+        }
     }
 
     /// Bytes used by the header, the slots and the live cells.
@@ -530,6 +546,50 @@ mod tests {
         let mut p = vec![0u8; ps];
         NodeMut::init(&mut p, PageKind::Leaf, 5, 1);
         p
+    }
+
+    #[test]
+    fn a_cells_length_read_from_its_header_is_the_cells_length() {
+        let child = PageRef {
+            id: 9,
+            txid: 3,
+            crc: 7,
+        };
+        let mut scratch = Vec::new();
+        let mut p = leaf(4096);
+        let mut n = NodeMut::new(&mut p);
+        let cells = [
+            Cell::Leaf {
+                key: b"a",
+                value: ValueRef::Inline(b"xyz"),
+            },
+            Cell::Leaf {
+                key: b"bb",
+                value: ValueRef::Overflow {
+                    page: child,
+                    len: 70_000,
+                },
+            },
+            Cell::Leaf {
+                key: b"ccc",
+                value: ValueRef::Inline(b""),
+            },
+        ];
+        for (i, cell) in cells.iter().enumerate() {
+            assert!(n.insert(i, cell, &mut scratch));
+        }
+        let mut b = vec![0u8; 4096];
+        NodeMut::init(&mut b, PageKind::Branch, 6, 1);
+        let mut m = NodeMut::new(&mut b);
+        for (i, key) in [&b""[..], b"k", b"kkkk"].into_iter().enumerate() {
+            assert!(m.insert(i, &Cell::Branch { key, child }, &mut scratch));
+        }
+        for page in [&p, &b] {
+            let v = Node::new(page);
+            for i in 0..v.count() {
+                assert_eq!(v.cell_len(i), v.cell(i).len(), "cell {i}");
+            }
+        }
     }
 
     #[test]

@@ -52,6 +52,51 @@ struct Path {
 /// Makes the root-to-leaf path for `key` dirty; returns the path of branch
 /// pages and the dirty leaf.
 fn dirty_path<W: PageStore>(w: &mut W, root: &mut Root, key: &[u8]) -> Result<(Path, PageId)> {
+    dirty_path_by(w, root, |node, _| node.child_index(key))
+}
+
+/// The child indices a lookup took from the root down, and the slot of the
+/// key in the leaf it reached.
+struct Route {
+    children: [usize; MAX_DEPTH],
+    slot: usize,
+}
+
+/// Finds `key` without changing anything; None if it is absent.
+fn locate<S: PageSource + ?Sized>(src: &S, root: Root, key: &[u8]) -> Result<Option<Route>> {
+    let mut route = Route {
+        children: [0; MAX_DEPTH],
+        slot: 0,
+    };
+    if root.is_none() {
+        return Ok(None);
+    }
+    let mut node = src.node(root)?;
+    for depth in 0..MAX_DEPTH {
+        if node.is_leaf() {
+            let Ok(slot) = node.search(key) else {
+                return Ok(None);
+            };
+            route.slot = slot;
+            return Ok(Some(route));
+        }
+        let idx = node.child_index(key);
+        route.children[depth] = idx;
+        node = src.node(node.child(idx))?;
+    }
+    Err(Error::corrupt(
+        root.id,
+        format!("tree deeper than {MAX_DEPTH} levels"),
+    ))
+}
+
+/// Makes a root-to-leaf path dirty, taking at each branch (and depth) the
+/// child `choose` names.
+fn dirty_path_by<W: PageStore>(
+    w: &mut W,
+    root: &mut Root,
+    choose: impl Fn(&Node<'_>, usize) -> usize,
+) -> Result<(Path, PageId)> {
     let txid = w.txid();
     let mut id = w.make_dirty(*root)?;
     *root = dirty_ref(id, txid);
@@ -70,7 +115,7 @@ fn dirty_path<W: PageStore>(w: &mut W, root: &mut Root, key: &[u8]) -> Result<(P
                 format!("tree deeper than {MAX_DEPTH} levels"),
             ));
         }
-        let idx = node.child_index(key);
+        let idx = choose(&node, path.depth);
         let child = node.child(idx);
         let new = w.make_dirty(child)?;
         if new != child.id || child.txid != txid {
@@ -313,17 +358,16 @@ fn split<W: PageStore>(w: &mut W, id: PageId, full: &Overfull<'_>) -> Result<(Pa
 
 /// Removes `key`. Returns false (and changes nothing) if it was absent.
 pub fn remove<W: PageStore>(w: &mut W, root: &mut Root, key: &[u8]) -> Result<bool> {
-    if super::get(&*w, *root, key)?.is_none() {
+    // Looked up first so that removing an absent key copies no page. The
+    // copies hold the same cells as the pages the lookup read, so the
+    // copy-on-write descent takes the lookup's route without searching
+    // again.
+    let Some(route) = locate(&*w, *root, key)? else {
         return Ok(false);
-    }
-    let (path, leaf) = dirty_path(w, root, key)?;
-    let node = Node::new(w.dirty(leaf));
-    let Ok(i) = node.search(key) else {
-        return Err(Error::corrupt(
-            leaf,
-            "key found by lookup is missing from its leaf",
-        ));
     };
+    let (path, leaf) = dirty_path_by(w, root, |_, depth| route.children[depth])?;
+    let i = route.slot;
+    let node = Node::new(w.dirty(leaf));
     if let ValueRef::Overflow { page, len } = node.value(i) {
         w.free_overflow(page, len);
     }
