@@ -52,8 +52,10 @@ use crate::txn::{TxnRead, WriteTxn};
 /// compaction over many keys finds neighbours in one plan: applied in key
 /// order, removals from neighbouring keys then share their leaf and the
 /// branches above it, and removals of neighbouring revisions share their
-/// log leaf. About a hundred bytes of plan per entry.
-pub const BATCH: usize = 16_384;
+/// log leaf. A plan takes about 150 bytes per entry while it is made (the
+/// entries' keys and the removals found) and half that while it is applied:
+/// 10 and 5 MB at this size with keys of 35 bytes.
+pub const BATCH: usize = 65_536;
 
 /// Immediate mode: the least work a batch does before it ends early for a
 /// waiting writer. Without it a busy foreground would let compaction remove
@@ -166,6 +168,11 @@ impl Plan {
                 .cmp(&changed[b.key.clone()])
                 .then(a.main.cmp(&b.main))
         });
+        // Usually one removal per change, each with its escaped key and
+        // revision: reserved once rather than doubled into.
+        plan.removals.reserve(changes.len());
+        plan.keys
+            .reserve(changed.len() + changes.len() * (REV_LEN + 2));
         let mut versions = r.cursor(t.kv)?;
         let mut probe = Vec::new();
         for (i, c) in changes.iter().enumerate() {

@@ -269,10 +269,14 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
             // The second step of churn alone.
             let s = store.db().stats();
             line.num("in_use_before_compact", s.bytes_in_use);
+            // The heap it takes: plans, dirty pages, unwritten pages.
+            crate::heap::reset_peak();
+            let base = crate::heap::live();
             compact_to_head(&store)?;
             let s = store.db().stats();
             line.num("size_after_compact", s.file_size)
-                .num("in_use_after_compact", s.bytes_in_use);
+                .num("in_use_after_compact", s.bytes_in_use)
+                .num("heap_peak_bytes", crate::heap::peak().saturating_sub(base));
         }
         "large" => {
             // Puts of values over a page (overflow runs of several pages)
