@@ -90,7 +90,8 @@ pub(crate) struct Plan {
     end: u64,
     /// Whether applying all of it completes the compaction.
     done: bool,
-    /// In ascending key order; a key's versions oldest first.
+    /// In `kv` key order (a key's versions newest first), except that a
+    /// deletion comes after every version of its key.
     removals: Vec<Removal>,
     /// The removals' `kv` keys, end to end (one buffer, not one per key).
     keys: Vec<u8>,
@@ -113,9 +114,9 @@ impl Plan {
     /// the branches above it) per version. So the planner reads the
     /// entries first, keeps the newest change to each key (it removes
     /// everything the older ones would), and looks the keys up and orders
-    /// the removals in key order. Within a key the oldest version goes
-    /// first and a deletion last: a commit of the parked transaction
-    /// between two removals never exposes a version that a deletion hid.
+    /// the removals in `kv` key order, except that a deletion goes after
+    /// the versions it hid: a commit of the parked transaction between two
+    /// removals never exposes one of them.
     pub fn make<T: TxnRead + ?Sized>(
         r: &T,
         t: Tables,
@@ -183,7 +184,6 @@ impl Plan {
             {
                 continue;
             }
-            let first = plan.removals.len();
             // Every version of the key older than this one, newest first.
             probe.clear();
             keys::escape_into(key, &mut probe);
@@ -200,7 +200,6 @@ impl Plan {
                 plan.push(vk, keys::rev_key(rev, older));
                 found = versions.next()?;
             }
-            plan.removals[first..].reverse();
             // A deletion that is the newest version at or below the target.
             if c.deletion {
                 if let Some((rev, _)) = read::version_at(r, t.kv, key, target)? {
@@ -431,7 +430,7 @@ mod tests {
         miri,
         ignore = "under Miri the mapping is a copy of the file taken when it is made: it does not see later commits"
     )]
-    fn a_plan_removes_in_key_order_oldest_first_and_a_deletion_last() {
+    fn a_plan_removes_in_key_order_and_a_deletion_after_what_it_hid() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("kv.db"), StoreOptions::new()).unwrap();
         store.put(b"b", b"1").unwrap(); // 2
@@ -455,13 +454,14 @@ mod tests {
             })
             .collect();
         // Each version once, although three log entries of each key
-        // name the oldest; b's deletion after every version it hid.
+        // name the oldest; newest first (`kv` order) but b's deletion
+        // after every version it hid.
         let expected: Vec<(Vec<u8>, u64)> = [
-            (b"a", 3),
             (b"a", 5),
-            (b"b", 2),
-            (b"b", 4),
+            (b"a", 3),
             (b"b", 6),
+            (b"b", 4),
+            (b"b", 2),
             (b"b", 7),
         ]
         .into_iter()
