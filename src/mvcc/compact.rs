@@ -13,7 +13,7 @@
 //! replaying the plan after the saved progress: the crash may have kept
 //! some of its removals, and removing an absent version is a no-op.
 //!
-//! Each batch is planned on a snapshot, without the writer: which versions
+//! Each plan is made on a snapshot, without the writer: which versions
 //! go depends only on history at or below the target, which every snapshot
 //! taken after the compaction was scheduled holds and which later writes
 //! never change (they add revisions above it). A plan made on a snapshot
@@ -26,13 +26,14 @@
 //!
 //! * batched: in the store's parked transaction (`txn::parked`), between
 //!   foreground writes, giving way after the removal in hand as soon as a
-//!   writer or a point reader waits for it. Nothing is committed per batch:
+//!   writer or a point reader waits for it. Nothing is committed per slice:
 //!   the parked transaction commits as it does for writes (when it holds
 //!   too many pages, when something needs the writer lock, at a sync);
-//! * immediate: each batch its own write transaction, giving way to a
+//! * immediate: each slice its own write transaction, giving way to a
 //!   waiting writer (see `txn::writer_lock`) after [`MIN_SLICE`].
 //!
-//! Between batches compaction paces itself to the disk
+//! In both a slice also ends when its transaction holds 1024 pages. Between
+//! slices compaction paces itself to the disk
 //! (`Db::pace_background`): it dirties pages far faster than the disk
 //! takes them, and left alone it would pile them up for a sync's commit to
 //! write under the writer lock, where every writer waits.
@@ -71,7 +72,7 @@ struct Removal {
     rev: [u8; 12],
 }
 
-/// The newest change to one key among a plan's log entries.
+/// A change one of a plan's log entries records.
 struct Change {
     /// The key, in the planner's key buffer.
     key: Range<usize>,

@@ -194,13 +194,13 @@ impl StoreOptions {
     /// Revision-log entries one compaction plan covers (default 65,536).
     /// A plan is made on a snapshot, without the writer, and orders its
     /// removals by key, so the larger it is the more removals share a
-    /// page; it costs about 150 bytes of memory per entry while it is made
+    /// page. It costs about 150 bytes of memory per entry while it is made
     /// and half that while it is applied (10 and 5 MB at the default with
-    /// keys of 35 bytes), and a crash replays at most one plan. It does not bound
-    /// how long compaction holds the writer: a plan is applied in slices
-    /// that end when a writer waits (with [`CommitMode::Immediate`] after
-    /// at least 200 us, each slice its own write transaction) or when the
-    /// transaction holds 1024 pages.
+    /// keys of 35 bytes), and a crash replays at most one plan. It does
+    /// not bound how long compaction holds the writer: a plan is applied
+    /// in slices that end when a writer waits (with
+    /// [`CommitMode::Immediate`] after at least 200 us, each slice its own
+    /// write transaction) or when the transaction holds 1024 pages.
     pub fn compaction_batch(mut self, entries: usize) -> StoreOptions {
         self.compaction_batch = entries.max(1);
         self
