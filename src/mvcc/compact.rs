@@ -203,7 +203,8 @@ impl Plan {
             }
             // A deletion that is the newest version at or below the target.
             if c.deletion {
-                if let Some((rev, _)) = read::version_at(r, t.kv, key, target)? {
+                // The lookup leaves the escaped key at the start of `probe`.
+                if let Some((rev, _)) = read::version_at_with(r, t.kv, key, target, &mut probe)? {
                     if rev == c.main {
                         probe.truncate(esc_len);
                         probe.extend_from_slice(&(!c.main).to_be_bytes());

@@ -337,7 +337,9 @@ enum CompactionStep {
 }
 
 /// One turn of the physical compaction in `w`: applies the plan in hand
-/// (see `compact::Plan::apply` for `give_way`). Only one caller runs
+/// (see `compact::Plan::apply` for `give_way`) until `give_way` says so or
+/// `w` holds [`PARK_MAX_PAGES`] pages (a plan's removals could otherwise
+/// pile up a whole plan's pages in one transaction). Only one caller runs
 /// compaction at a time (`Inner::compacting`), so only this caller's plans
 /// move its progress, and the tables are read only between plans.
 ///
@@ -348,7 +350,7 @@ enum CompactionStep {
 fn compaction_step(
     w: &mut WriteTxn,
     plan: &mut Option<compact::Plan>,
-    give_way: impl FnMut(&WriteTxn) -> bool,
+    mut give_way: impl FnMut(&WriteTxn) -> bool,
 ) -> Result<CompactionStep> {
     let t = tables(w)?;
     let Some(p) = plan.as_mut().filter(|p| !p.is_used_up()) else {
@@ -358,7 +360,7 @@ fn compaction_step(
         let progress = read_u64(w, t.meta, META_PROGRESS)?.unwrap_or(0);
         return Ok(CompactionStep::Replan { progress, target });
     };
-    p.apply(w, t, give_way)?;
+    p.apply(w, t, |w| w.dirty_pages() >= PARK_MAX_PAGES || give_way(w))?;
     if !p.is_used_up() {
         return Ok(CompactionStep::Applied);
     }
@@ -1023,9 +1025,7 @@ impl Store {
             let step = if let CommitMode::Batched { .. } = self.inner.opts.commit {
                 db.let_parked_waiters_in();
                 let mut resumed = db.resume_parked()?;
-                let give_way =
-                    |w: &WriteTxn| db.parked_contended() || w.dirty_pages() >= PARK_MAX_PAGES;
-                match compaction_step(resumed.txn(), &mut plan, give_way) {
+                match compaction_step(resumed.txn(), &mut plan, |_| db.parked_contended()) {
                     Ok(step) => {
                         resumed.park(true)?;
                         step
@@ -1041,8 +1041,7 @@ impl Store {
                 let mut w = db.begin_write_yielding()?;
                 let began = Instant::now();
                 let step = compaction_step(&mut w, &mut plan, |w| {
-                    (w.writer_waiting() && began.elapsed() >= compact::MIN_SLICE)
-                        || w.dirty_pages() >= PARK_MAX_PAGES
+                    w.writer_waiting() && began.elapsed() >= compact::MIN_SLICE
                 })?;
                 w.commit()?;
                 step
