@@ -404,6 +404,7 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
                     line.num(&format!("{opname}_p50_{name}_s"), pct(500))
                         .num(&format!("{opname}_p99_{name}_s"), pct(990))
                         .num(&format!("{opname}_p999_{name}_s"), pct(999))
+                        .num(&format!("{opname}_max_{name}_s"), v.last().copied().unwrap_or(0) as f64 / 1e9)
                         .num(&format!("{opname}_n_{name}"), v.len());
                 }
             }
