@@ -271,8 +271,9 @@ fn run(ops: Vec<Op>, mode: CommitMode, plan: usize) -> Result<(), TestCaseError>
 }
 
 /// `REVKV_MODEL_SEED` and `REVKV_MODEL_CASES` replace the fixed seed and
-/// case count for longer exploratory runs (CI uses the fixed ones); the
-/// seed in use is printed either way, so a failure can be replayed.
+/// case count of both tests for longer exploratory runs (CI uses the fixed
+/// ones); the seed in use is printed either way, so a failure can be
+/// replayed.
 fn check_model(name: &str, seed: u8, cases: u32, mode: CommitMode) {
     let env = |var: &str| std::env::var(var).ok();
     let seed = env("REVKV_MODEL_SEED").map_or(seed, |v| v.parse().expect("a seed of 0 to 255"));
