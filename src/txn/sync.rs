@@ -17,31 +17,42 @@
 //!    page of commits up to `T` that later commits reach is on stable
 //!    storage: `data_synced_txid` records it, new snapshots read those pages
 //!    from the file, and memory lets go of them once older snapshots end.
-//! 2. **A durable commit** (under the writer lock): writes what is still only
-//!    in memory (pages of commits made during step 1), a free list and a
-//!    meta, and syncs once. Its meta's `synced_txid` is the written-ahead commit,
-//!    so open verifies only the pages written after it.
+//! 2. **A durable commit**, itself a last write-ahead round: made under the
+//!    writer lock with a free list and the meta of a durable commit, but
+//!    holding its pages in memory; its pages and those commits made during
+//!    step 1 left in memory are then written and synced without the lock,
+//!    as in step 1, and only its meta is written and synced under the lock
+//!    again. Until that meta is on disk the commit is an unsynced one to
+//!    every rule about reuse, so a crash before it opens the durable commit
+//!    before. Its meta's `synced_txid` is its own: open verifies nothing.
+//!    With few pages to write (under [`WRITE_AHEAD_MIN_PAGES`]) the commit
+//!    writes them under the lock with its meta and a single sync instead;
+//!    its meta's `synced_txid` is then the last written-ahead commit, so
+//!    open verifies only the pages written after it.
 //! 3. **The synced marker** (explicit syncs and the last handle's close, not
-//!    the batched store's periodic syncs): a copy of that meta in the other
-//!    slot saying everything is synced, so the next open verifies nothing.
+//!    the batched store's periodic syncs), after a commit of the second
+//!    kind: a copy of its meta in the other slot saying everything is
+//!    synced, so the next open verifies nothing.
 
 use std::sync::atomic::Ordering;
 
 use super::write::{PageRuns, VERIFY_BUDGET};
 use super::{Db, Durability, Retired, Shared, Writer};
 use crate::error::{Error, PageId, Result};
+use crate::storage::meta::Meta;
 
 /// Default of the fewest in-memory pages that make a sync write ahead: below
 /// it, the durable commit writes them with its single sync, and a
 /// write-ahead would only add a sync.
 pub(crate) const WRITE_AHEAD_MIN_PAGES: u64 = VERIFY_BUDGET;
-/// Most write-ahead rounds per sync: each writes what commits made during
-/// the previous one left in memory, which shrinks as long as the disk
-/// outpaces the writers; when it does not, the commit writes the rest.
+/// Most write-ahead rounds per sync, the durable commit's own included:
+/// each writes what commits made during the previous one left in memory,
+/// which shrinks as long as the disk outpaces the writers; the commit's
+/// round writes whatever is left.
 const WRITE_AHEAD_ROUNDS: usize = 4;
 
 /// The pages a write-ahead writes, and what to record once they are synced.
-struct WriteAhead {
+pub(super) struct WriteAhead {
     /// The pages (first page of each run) held in memory, ascending; their
     /// entries stay put until the write-ahead ends (see `Writer::release`
     /// and `Writer::release_pending`), so they are read without the lock.
@@ -54,6 +65,49 @@ struct WriteAhead {
     counted: (u64, u64),
     /// Whether every page of that commit held in memory is among them.
     complete: bool,
+}
+
+impl WriteAhead {
+    /// Lists the pages the last commit holds in memory and marks them
+    /// neither reusable nor removable from memory until
+    /// [`Db::finish_write_ahead`]. Pages beyond the file's end are left
+    /// out (the write-ahead is then not `complete`).
+    pub(super) fn list(shared: &Shared, w: &mut Writer) -> WriteAhead {
+        debug_assert!(w.writing_ahead.is_empty() && w.deferred.is_empty());
+        let ps = shared.limits.page_size as u64;
+        let file_pages = w.file_len / ps;
+        let mut ids = Vec::with_capacity(w.unwritten_live.len());
+        let (mut pages, mut complete) = (0, true);
+        for &id in &w.unwritten_live {
+            // Every live entry is in memory (`unwritten_live` says so); a
+            // missing one is reported when the write-ahead reads it.
+            let span = shared
+                .unwritten
+                .get(id)
+                .map_or(1, |buf| buf.len() as u64 / ps);
+            if id + span > file_pages {
+                // Beyond the file's end: the commit grows the file and
+                // writes it (unsynced until its own sync, so the commit
+                // must not claim this write-ahead's commit synced).
+                complete = false;
+                continue;
+            }
+            ids.push(id);
+            pages += span;
+        }
+        w.writing_ahead = ids.iter().copied().collect();
+        w.writing_ahead_bytes = (pages * ps) as usize;
+        shared
+            .writing_ahead_bytes
+            .store(w.writing_ahead_bytes, Ordering::Release);
+        WriteAhead {
+            ids,
+            pages,
+            txid: w.meta.txid,
+            counted: (w.synced_txid, w.unsynced_pages),
+            complete,
+        }
+    }
 }
 
 impl Db {
@@ -82,21 +136,21 @@ impl Db {
         // Writers keep committing during a write-ahead, so what is left
         // for the commit shrinks round by round while the disk keeps up.
         // Background batches (which dirty pages far faster than the disk
-        // writes them) wait out the last round and the commit: what they
-        // dirtied meanwhile would be left for the commit to write under the
-        // writer lock. Earlier rounds keep up with them well enough.
+        // writes them) wait out the commit, the last round: what they
+        // dirtied meanwhile would be left in memory for the next sync.
+        // Earlier rounds keep up with them well enough.
         let rounds = (|| {
-            for round in 1..=WRITE_AHEAD_ROUNDS {
-                if round == WRITE_AHEAD_ROUNDS {
-                    shared.sync_closing.store(true, Ordering::Release);
-                }
+            for _ in 1..WRITE_AHEAD_ROUNDS {
                 if !self.write_ahead()? {
                     break;
                 }
             }
             Ok(())
         })();
-        let result = rounds.and_then(|()| self.commit_durably());
+        let result = rounds.and_then(|()| {
+            shared.sync_closing.store(true, Ordering::Release);
+            self.commit_durably()
+        });
         shared.sync_closing.store(false, Ordering::Release);
         result
     }
@@ -134,8 +188,7 @@ impl Db {
         // become reusable only once a durable commit no longer reaches
         // them. Without it a compaction with no foreground writes (so no
         // batched syncs) grew a 4.5 GB file to 6.6 GB instead of reusing
-        // what it freed. The commit writes little under the lock: this
-        // thread dirties nothing while the rounds run.
+        // what it freed.
         self.sync_unmarked()
     }
 
@@ -149,13 +202,10 @@ impl Db {
         }
     }
 
-    /// The locked half of a write-ahead: lists the pages and marks them
-    /// neither reusable nor removable from memory until
-    /// [`Db::finish_write_ahead`]. `None` if too few pages are held in
-    /// memory to be worth it.
+    /// The locked half of a write-ahead (see [`WriteAhead::list`]); `None`
+    /// if too few pages are held in memory to be worth it.
     fn begin_write_ahead(&self) -> Result<Option<WriteAhead>> {
         let shared = &*self.shared;
-        let ps = shared.limits.page_size as u64;
         let mut w = shared.lock_writer();
         if let Some(why) = &w.poisoned {
             return Err(Error::Poisoned(why.clone()));
@@ -163,37 +213,7 @@ impl Db {
         if (w.unwritten_live.len() as u64) < shared.write_ahead_min {
             return Ok(None);
         }
-        debug_assert!(w.writing_ahead.is_empty() && w.deferred.is_empty());
-        let file_pages = w.file_len / ps;
-        let mut ids = Vec::with_capacity(w.unwritten_live.len());
-        let (mut pages, mut complete) = (0, true);
-        for &id in &w.unwritten_live {
-            let Some(buf) = shared.unwritten.get(id) else {
-                return Err(Error::corrupt(id, "a page held in memory is missing"));
-            };
-            let span = buf.len() as u64 / ps;
-            if id + span > file_pages {
-                // Beyond the file's end: the commit grows the file and
-                // writes it (unsynced until its own sync, so the commit
-                // must not claim this write-ahead's commit synced).
-                complete = false;
-                continue;
-            }
-            ids.push(id);
-            pages += span;
-        }
-        w.writing_ahead = ids.iter().copied().collect();
-        w.writing_ahead_bytes = (pages * ps) as usize;
-        shared
-            .writing_ahead_bytes
-            .store(w.writing_ahead_bytes, Ordering::Release);
-        Ok(Some(WriteAhead {
-            ids,
-            pages,
-            txid: w.meta.txid,
-            counted: (w.synced_txid, w.unsynced_pages),
-            complete,
-        }))
+        Ok(Some(WriteAhead::list(shared, &mut w)))
     }
 
     /// The unlocked half: writes the pages, neighbours coalesced, and syncs
@@ -264,19 +284,39 @@ impl Db {
 
     /// Step 2: a durable commit if any commit is unsynced (unsynced commits
     /// wrote no free list and no meta: a durable commit with no changes of
-    /// its own writes both).
+    /// its own writes both). When many pages wait, the commit is made
+    /// under the writer lock but its pages are written and synced after it
+    /// is released, like a write-ahead, and only the meta is written under
+    /// the lock again (see [`WriteTxn::commit_for_sync`]).
+    ///
+    /// [`WriteTxn::commit_for_sync`]: super::WriteTxn
     pub(super) fn commit_durably(&self) -> Result<()> {
         let unsynced = {
             let w = self.shared.lock_writer();
             w.synced_txid < w.meta.txid
         };
-        if unsynced {
-            let mut w = self.begin_write()?;
-            w.force();
-            w.set_durability(Durability::Immediate);
-            w.commit()?;
+        if !unsynced {
+            return Ok(());
         }
-        Ok(())
+        let mut txn = self.begin_write()?;
+        txn.force();
+        let Some((meta, slot, ahead)) = txn.commit_for_sync(self.shared.write_ahead_min)? else {
+            return Ok(());
+        };
+        let complete = ahead.complete;
+        self.finish_write_ahead(ahead)?;
+        if !complete {
+            // Cannot happen (the commit grew the file to hold every page it
+            // listed), but should it, the meta would claim pages synced
+            // that are not: make everything durable the plain way instead.
+            debug_assert!(complete, "a sync's commit listed pages beyond the file");
+            let mut txn = self.begin_write()?;
+            txn.force();
+            txn.set_durability(Durability::Immediate);
+            return txn.commit();
+        }
+        let mut w = self.shared.lock_writer();
+        write_sync_meta(&self.shared, &mut w, meta, slot)
     }
 
     /// Step 3: marks the last commit synced in its meta, so the next open
@@ -292,6 +332,43 @@ impl Db {
         }
         sync_writer(&self.shared, &mut w)
     }
+}
+
+/// Ends a sync's durable commit (see [`Db::commit_durably`]): its pages,
+/// and every page of the commits before it, are on stable storage, so its
+/// meta, which says so (`synced_txid` its own), goes to the slot that does
+/// not hold the durable meta, and is synced.
+///
+/// Under the writer lock, so no other meta is written meanwhile. A durable
+/// commit made since (another thread's [`Durability::Immediate`] commit)
+/// wrote a newer meta into that same slot: nothing is left to do then,
+/// and writing this one would undo it.
+fn write_sync_meta(shared: &Shared, w: &mut Writer, meta: Meta, slot: u64) -> Result<()> {
+    if let Some(why) = &w.poisoned {
+        return Err(Error::Poisoned(why.clone()));
+    }
+    if w.synced_txid >= meta.txid {
+        return Ok(());
+    }
+    debug_assert_eq!(slot, 1 - w.durable_slot);
+    debug_assert!(w.data_synced_txid >= meta.txid);
+    let ps = shared.limits.page_size;
+    let mut buf = vec![0u8; ps];
+    meta.encode(&mut buf);
+    let result = shared
+        .file
+        .write_at(&buf, slot * ps as u64)
+        .and_then(|()| shared.file.sync());
+    if let Err(e) = result {
+        let what = format!("writing the meta page of transaction {}", meta.txid);
+        w.poisoned = Some(format!("{what}: {e}"));
+        return Err(Error::io(what, e));
+    }
+    w.synced_txid = meta.txid;
+    w.durable_slot = slot;
+    w.meta_slot = slot;
+    shared.publish_space(w);
+    Ok(())
 }
 
 /// What a finished write-ahead put on stable storage.
@@ -506,6 +583,97 @@ mod tests {
         assert!(db.recovery().is_none(), "{:?}", db.recovery());
         db.check().unwrap();
         assert_eq!(contents(&db), expected);
+    }
+
+    /// What a crash leaves at each step of a sync's durable commit whose
+    /// pages are written after the writer lock is released: the durable
+    /// state before it until its meta is on disk, its own after, however
+    /// commits made in between free and reuse pages. Those commits write
+    /// every page out (an unwritten limit of zero), so a page reused too
+    /// early would be overwritten in the file.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri the mapping is a copy of the file taken when it is made: it does not see pages rewritten in place, which these tests do"
+    )]
+    fn a_sync_commit_written_without_the_lock_opens_to_the_state_it_made_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut opts = Options::new()
+            .page_size(512)
+            .durability(Durability::None)
+            .unwritten_limit(0);
+        opts.write_ahead_min = 1;
+        let db = opts.open(&path).unwrap();
+        commit(&db, Durability::Immediate, "k", Some(1));
+        commit(&db, Durability::Immediate, "k", None);
+        let before = contents(&db);
+        commit(&db, Durability::None, "a", Some(2));
+        let synced = contents(&db);
+        let opens_to = |expected: &[(Vec<u8>, Vec<u8>)], step: &str| {
+            let copy = disk_copy(&path);
+            let db = Options::new().read_only(true).open(&copy).unwrap();
+            db.check().unwrap_or_else(|e| panic!("{step}: {e}"));
+            assert_eq!(contents(&db), expected, "{step}");
+        };
+        let mut txn = db.begin_write().unwrap();
+        txn.force();
+        let (meta, slot, ahead) = txn
+            .commit_for_sync(1)
+            .unwrap()
+            .expect("pages wait to be synced");
+        opens_to(&before, "after the commit, before its pages");
+        db.finish_write_ahead(ahead).unwrap();
+        opens_to(&before, "after its pages, before its meta");
+        // Between the write-ahead and the meta: free the synced commit's
+        // pages, then allocate (and write out) new ones.
+        commit(&db, Durability::None, "a", None);
+        commit(&db, Durability::None, "b", Some(3));
+        opens_to(&before, "after later commits, before its meta");
+        write_sync_meta(&db.shared, &mut db.shared.lock_writer(), meta, slot).unwrap();
+        opens_to(&synced, "after its meta");
+        commit(&db, Durability::None, "c", Some(4));
+        opens_to(&synced, "after one more commit");
+        let last = contents(&db);
+        db.sync().unwrap();
+        opens_to(&last, "after the next sync");
+        drop(db);
+        let db = Options::new().open(&path).unwrap();
+        assert!(db.recovery().is_none(), "{:?}", db.recovery());
+        db.check().unwrap();
+        assert_eq!(contents(&db), last);
+    }
+
+    /// A durable commit made by another thread while a sync writes its
+    /// commit's pages puts a newer meta in the slot the sync's meta was
+    /// meant for: the sync must not write its older meta over it.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri the mapping is a copy of the file taken when it is made: it does not see pages rewritten in place, which these tests do"
+    )]
+    fn a_sync_never_writes_its_meta_over_a_newer_durable_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let db = with_pages_held(&path);
+        let mut txn = db.begin_write().unwrap();
+        txn.force();
+        let (meta, slot, ahead) = txn
+            .commit_for_sync(1)
+            .unwrap()
+            .expect("pages wait to be synced");
+        commit(&db, Durability::Immediate, "b", Some(3));
+        let expected = contents(&db);
+        db.finish_write_ahead(ahead).unwrap();
+        write_sync_meta(&db.shared, &mut db.shared.lock_writer(), meta, slot).unwrap();
+        assert!(db.shared.lock_writer().synced_txid > meta.txid);
+        let copy = disk_copy(&path);
+        drop(db);
+        for path in [copy, path] {
+            let db = Options::new().open(&path).unwrap();
+            db.check().unwrap();
+            assert_eq!(contents(&db), expected);
+        }
     }
 
     /// The synced marker copies only a durable commit's meta: a commit made

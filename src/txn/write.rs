@@ -27,6 +27,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use super::pages::MappedPages;
+use super::sync::WriteAhead;
 use super::table::{
     check_table_name, CursorInner, Entries, EntriesInner, Table, TableCursor, TableRecord, TxnRead,
 };
@@ -551,22 +552,7 @@ impl WriteTxn {
         if !self.is_changed() {
             return Ok(());
         }
-        // Seal every dirty tree bottom-up and record its root in the catalog.
-        for i in 0..self.tables.len() {
-            if !self.tables[i].dirty {
-                continue;
-            }
-            let root = self.tables[i].record.root;
-            self.tables[i].record.root = tree::seal_tree(&mut self, root);
-            let name = self.tables[i].name.clone();
-            let rec = self.tables[i].record.encode();
-            let mut catalog = self.catalog;
-            tree::insert(&mut self, &mut catalog, name.as_bytes(), &rec)?;
-            self.catalog = catalog;
-        }
-        let catalog = self.catalog;
-        let catalog = tree::seal_tree(&mut self, catalog);
-        self.catalog = catalog;
+        self.seal()?;
 
         let durable = self.durability == Durability::Immediate;
         let ps = self.shared.limits.page_size;
@@ -604,20 +590,11 @@ impl WriteTxn {
         let unsynced = self.writer.unsynced_pages + written;
         let barrier = durable && unsynced > VERIFY_BUDGET;
         let slot = 1 - self.writer.durable_slot;
-        let meta = Meta {
-            page_size: self.shared.limits.page_size as u32,
-            txid: self.txid,
-            catalog,
-            freelist,
-            freelist_span,
-            flags: 0,
-            hwm: self.hwm,
-            written_pages: if barrier { 0 } else { unsynced },
-            synced_txid: if barrier {
-                self.txid
-            } else {
-                self.writer.synced_txid.max(self.writer.data_synced_txid)
-            },
+        let meta = if barrier {
+            self.meta((freelist, freelist_span), 0, self.txid)
+        } else {
+            let synced = self.writer.synced_txid.max(self.writer.data_synced_txid);
+            self.meta((freelist, freelist_span), unsynced, synced)
         };
         // Phase 1: data pages. A failure here leaves the old state intact:
         // the pages written so far are free in every committed snapshot.
@@ -644,6 +621,85 @@ impl WriteTxn {
             ));
         }
         self.publish(meta, slot, durable, write_out, unsynced);
+        Ok(())
+    }
+
+    /// Commits as the durable commit of a sync that writes nothing under the
+    /// writer lock (see `txn::sync`), unless fewer than `min_pages` pages
+    /// wait to be written and synced: then it commits durably here, which
+    /// writes them with the meta and a single sync, and returns `None`.
+    ///
+    /// Otherwise the commit gets its own free list and the meta a durable
+    /// commit writes after syncing its data (`synced_txid` its own), the
+    /// file grows to hold its pages, and its pages stay in memory like an
+    /// unsynced commit's. The pages of every commit up to it still held in
+    /// memory are listed for a write-ahead, which the sync writes and syncs
+    /// once the lock is released, then writes the meta (under the lock
+    /// again: one page and one sync).
+    ///
+    /// Until that meta is on disk this commit is, to every rule about
+    /// reuse, an unsynced one: what it and the commits before it freed
+    /// waits until `synced_txid` reaches it. Pages allocated up to it are
+    /// from here on treated as reachable from a durable meta (this one
+    /// will be): a later commit that frees one waits for the next durable
+    /// commit, not only for readers.
+    pub(super) fn commit_for_sync(
+        mut self,
+        min_pages: u64,
+    ) -> Result<Option<(Meta, u64, WriteAhead)>> {
+        let waiting = self.writer.unwritten_live.len() as u64 + self.writer.unsynced_pages;
+        if waiting < min_pages {
+            self.durability = Durability::Immediate;
+            self.force();
+            return self.commit().map(|()| None);
+        }
+        self.seal()?;
+        let freelist = self.write_freelist()?;
+        if let Err(e) = self.grow_file() {
+            self.rollback();
+            return Err(e);
+        }
+        let slot = 1 - self.writer.durable_slot;
+        let meta = self.meta(freelist, 0, self.txid);
+        let unsynced = self.writer.unsynced_pages;
+        self.publish(meta, slot, false, false, unsynced);
+        self.writer.allocated_since_sync = ExtentSet::new();
+        let ahead = WriteAhead::list(&self.shared, &mut self.writer);
+        Ok(Some((meta, slot, ahead)))
+    }
+
+    /// The meta of this commit.
+    fn meta(&self, freelist: (PageRef, u32), written_pages: u64, synced_txid: u64) -> Meta {
+        Meta {
+            page_size: self.shared.limits.page_size as u32,
+            txid: self.txid,
+            catalog: self.catalog,
+            freelist: freelist.0,
+            freelist_span: freelist.1,
+            flags: 0,
+            hwm: self.hwm,
+            written_pages,
+            synced_txid,
+        }
+    }
+
+    /// Seals every dirty tree bottom-up and records its root in the catalog.
+    fn seal(&mut self) -> Result<()> {
+        for i in 0..self.tables.len() {
+            if !self.tables[i].dirty {
+                continue;
+            }
+            let root = self.tables[i].record.root;
+            self.tables[i].record.root = tree::seal_tree(self, root);
+            let name = self.tables[i].name.clone();
+            let rec = self.tables[i].record.encode();
+            let mut catalog = self.catalog;
+            tree::insert(self, &mut catalog, name.as_bytes(), &rec)?;
+            self.catalog = catalog;
+        }
+        let catalog = self.catalog;
+        let catalog = tree::seal_tree(self, catalog);
+        self.catalog = catalog;
         Ok(())
     }
 
@@ -712,26 +768,36 @@ impl WriteTxn {
         result
     }
 
+    /// Grows the file to hold every page this commit allocated: in steps of
+    /// a sixteenth of the file (at least 16 pages, at most GROW_MAX) so a
+    /// growing database does not extend its file on every commit. Not by
+    /// doubling: right after a defrag has cut the file to its last live
+    /// page, the first commit that needs one more page would double the
+    /// file again.
+    fn grow_file(&mut self) -> Result<()> {
+        let ps = self.shared.limits.page_size as u64;
+        let needed = self.hwm * ps;
+        if self.writer.file_len >= needed {
+            return Ok(());
+        }
+        let len = self.writer.file_len;
+        let step = (len / 16).clamp(16 * ps, GROW_MAX);
+        let target = needed.max(len + step).div_ceil(ps) * ps;
+        // After any truncation in flight, which may be cutting bytes from
+        // `len` on (see `Db::trim_file`).
+        let _trimmed = self.shared.trimming.lock();
+        self.shared
+            .file
+            .set_len(target)
+            .map_err(|e| Error::io(format!("growing the file to {target} bytes"), e))?;
+        self.writer.file_len = target;
+        Ok(())
+    }
+
     fn try_write_data(&mut self, barrier: bool) -> Result<()> {
+        self.grow_file()?;
         let ps = self.shared.limits.page_size as u64;
         let file = &self.shared.file;
-        let needed = self.hwm * ps;
-        if self.writer.file_len < needed {
-            // Grow in steps of a sixteenth of the file (at least 16 pages,
-            // at most GROW_MAX) so a growing database does not extend its
-            // file on every commit. Not by doubling: right after a defrag
-            // has cut the file to its last live page, the first commit that
-            // needs one more page would double the file again.
-            let len = self.writer.file_len;
-            let step = (len / 16).clamp(16 * ps, GROW_MAX);
-            let target = needed.max(len + step).div_ceil(ps) * ps;
-            // After any truncation in flight, which may be cutting bytes
-            // from `len` on (see `Db::trim_file`).
-            let _trimmed = self.shared.trimming.lock();
-            file.set_len(target)
-                .map_err(|e| Error::io(format!("growing the file to {target} bytes"), e))?;
-            self.writer.file_len = target;
-        }
         // Pages of earlier unsynced commits that this commit still reaches
         // (it may have freed some of them).
         let freed: HashSet<PageId, BuildHasherDefault<PageHasher>> =
@@ -777,7 +843,7 @@ impl WriteTxn {
 
     /// Makes the commit visible: new readers see it, its freed pages wait
     /// for older readers to end.
-    fn publish(mut self, meta: Meta, slot: u64, durable: bool, write_out: bool, unsynced: u64) {
+    fn publish(&mut self, meta: Meta, slot: u64, durable: bool, write_out: bool, unsynced: u64) {
         let ps = self.shared.limits.page_size;
         let mut freed = std::mem::take(&mut self.freed);
         // In page order, the sets below are updated where they were last
