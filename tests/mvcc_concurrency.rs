@@ -134,6 +134,40 @@ fn batched_mode_starts_a_sync_half_way_to_max_writes() {
     }
 }
 
+/// Writers that fill `max_writes` again and again (hundreds of times) hand
+/// their writes to the background syncer and wait only for its round in
+/// flight: every write ends up durable though `max_delay` is an hour away,
+/// and the store reopens with all of them. (That a handed count reaches
+/// the syncer's next round is pinned by a unit test in `mvcc`.)
+#[test]
+fn batched_mode_hands_full_batches_to_the_syncer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mode = CommitMode::Batched {
+        max_writes: 4,
+        max_delay: Duration::from_secs(3600),
+    };
+    let store = Store::open(dir.path().join("s"), StoreOptions::new().commit_mode(mode)).unwrap();
+    // Many times `max_writes`, back to back: writers fill it while the
+    // syncer's rounds run.
+    for i in 0..400 {
+        store.put(format!("k{i}").as_bytes(), b"v").unwrap();
+    }
+    let last = store.db().stats().txid;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while store.db().stats().synced_txid < last {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes not synced after 60 s: synced {} of {last}",
+            store.db().stats().synced_txid
+        );
+        std::thread::yield_now();
+    }
+    let path = dir.path().join("s");
+    drop(store);
+    let store = Store::open(&path, StoreOptions::new()).unwrap();
+    assert_eq!(store.current_revision().unwrap(), 401);
+}
+
 /// Compaction and defragmentation give way to foreground writers but are
 /// not starved by them: both finish while two writers put back to back and
 /// batched syncs run (their last rounds make the background work wait), and
