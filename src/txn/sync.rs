@@ -25,14 +25,11 @@
 //!    again. Until that meta is on disk the commit is an unsynced one to
 //!    every rule about reuse, so a crash before it opens the durable commit
 //!    before. Its meta's `synced_txid` is its own: open verifies nothing.
-//!    With few pages to write (under [`WRITE_AHEAD_MIN_PAGES`]) the commit
-//!    writes them under the lock with its meta and a single sync instead;
-//!    its meta's `synced_txid` is then the last written-ahead commit, so
-//!    open verifies only the pages written after it.
-//! 3. **The synced marker** (explicit syncs and the last handle's close, not
-//!    the batched store's periodic syncs), after a commit of the second
-//!    kind: a copy of its meta in the other slot saying everything is
-//!    synced, so the next open verifies nothing.
+//! 3. **The synced marker** (explicit syncs and the last handle's close),
+//!    when the last durable commit is not a sync's own (an `Immediate`
+//!    commit's meta names the durable commit before it): a copy of its
+//!    meta in the other slot saying everything is synced, so the next open
+//!    verifies nothing.
 
 use std::sync::atomic::Ordering;
 
@@ -41,9 +38,9 @@ use super::{Db, Durability, Retired, Shared, Writer};
 use crate::error::{Error, PageId, Result};
 use crate::storage::meta::Meta;
 
-/// Default of the fewest in-memory pages that make a sync write ahead: below
-/// it, the durable commit writes them with its single sync, and a
-/// write-ahead would only add a sync.
+/// Default of the fewest in-memory pages that make a sync write ahead in a
+/// round before its durable commit's own: below it, that round writes
+/// them, and an earlier one would only add a sync.
 pub(crate) const WRITE_AHEAD_MIN_PAGES: u64 = VERIFY_BUDGET;
 /// Most write-ahead rounds per sync, the durable commit's own included:
 /// each writes what commits made during the previous one left in memory,
@@ -284,12 +281,10 @@ impl Db {
 
     /// Step 2: a durable commit if any commit is unsynced (unsynced commits
     /// wrote no free list and no meta: a durable commit with no changes of
-    /// its own writes both). When many pages wait, the commit is made
-    /// under the writer lock but its pages are written and synced after it
-    /// is released, like a write-ahead, and only the meta is written under
-    /// the lock again (see [`WriteTxn::commit_for_sync`]).
-    ///
-    /// [`WriteTxn::commit_for_sync`]: super::WriteTxn
+    /// its own writes both). The commit is made under the writer lock but
+    /// its pages are written and synced after it is released, like a
+    /// write-ahead, and only the meta is written and synced under the lock
+    /// again (see `WriteTxn::commit_for_sync`).
     pub(super) fn commit_durably(&self) -> Result<()> {
         let unsynced = {
             let w = self.shared.lock_writer();
@@ -298,11 +293,7 @@ impl Db {
         if !unsynced {
             return Ok(());
         }
-        let mut txn = self.begin_write()?;
-        txn.force();
-        let Some((meta, slot, ahead)) = txn.commit_for_sync(self.shared.write_ahead_min)? else {
-            return Ok(());
-        };
+        let (meta, slot, ahead) = self.begin_write()?.commit_for_sync()?;
         let complete = ahead.complete;
         self.finish_write_ahead(ahead)?;
         if !complete {
@@ -314,6 +305,18 @@ impl Db {
             txn.force();
             txn.set_durability(Durability::Immediate);
             return txn.commit();
+        }
+        // Pages that later commits wrote out meanwhile (past the unwritten
+        // limit) sit in the page cache: the meta's sync would flush them
+        // with the lock held (0.1 s a sync during bulk overwrites). Flush
+        // them first, without it.
+        let written_out = self.shared.state.lock().snapshot.written > meta.txid;
+        if written_out {
+            self.shared.file.sync().map_err(|e| {
+                let what = format!("syncing pages written after transaction {}", meta.txid);
+                self.shared.lock_writer().poisoned = Some(format!("{what}: {e}"));
+                Error::io(what, e)
+            })?;
         }
         let mut w = self.shared.lock_writer();
         write_sync_meta(&self.shared, &mut w, meta, slot)
@@ -616,12 +619,7 @@ mod tests {
             db.check().unwrap_or_else(|e| panic!("{step}: {e}"));
             assert_eq!(contents(&db), expected, "{step}");
         };
-        let mut txn = db.begin_write().unwrap();
-        txn.force();
-        let (meta, slot, ahead) = txn
-            .commit_for_sync(1)
-            .unwrap()
-            .expect("pages wait to be synced");
+        let (meta, slot, ahead) = db.begin_write().unwrap().commit_for_sync().unwrap();
         opens_to(&before, "after the commit, before its pages");
         db.finish_write_ahead(ahead).unwrap();
         opens_to(&before, "after its pages, before its meta");
@@ -656,12 +654,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let db = with_pages_held(&path);
-        let mut txn = db.begin_write().unwrap();
-        txn.force();
-        let (meta, slot, ahead) = txn
-            .commit_for_sync(1)
-            .unwrap()
-            .expect("pages wait to be synced");
+        let (meta, slot, ahead) = db.begin_write().unwrap().commit_for_sync().unwrap();
         commit(&db, Durability::Immediate, "b", Some(3));
         let expected = contents(&db);
         db.finish_write_ahead(ahead).unwrap();

@@ -625,17 +625,15 @@ impl WriteTxn {
     }
 
     /// Commits as the durable commit of a sync that writes nothing under the
-    /// writer lock (see `txn::sync`), unless fewer than `min_pages` pages
-    /// wait to be written and synced: then it commits durably here, which
-    /// writes them with the meta and a single sync, and returns `None`.
+    /// writer lock but its meta (see `txn::sync`).
     ///
-    /// Otherwise the commit gets its own free list and the meta a durable
-    /// commit writes after syncing its data (`synced_txid` its own), the
-    /// file grows to hold its pages, and its pages stay in memory like an
-    /// unsynced commit's. The pages of every commit up to it still held in
-    /// memory are listed for a write-ahead, which the sync writes and syncs
-    /// once the lock is released, then writes the meta (under the lock
-    /// again: one page and one sync).
+    /// The commit gets its own free list and the meta a durable commit
+    /// writes after syncing its data (`synced_txid` its own), the file grows
+    /// to hold its pages, and its pages stay in memory like an unsynced
+    /// commit's. The pages of every commit up to it still held in memory
+    /// are listed for a write-ahead, which the sync writes and syncs once
+    /// the lock is released, then writes the meta (under the lock again:
+    /// one page and one sync).
     ///
     /// Until that meta is on disk this commit is, to every rule about
     /// reuse, an unsynced one: what it and the commits before it freed
@@ -643,16 +641,8 @@ impl WriteTxn {
     /// from here on treated as reachable from a durable meta (this one
     /// will be): a later commit that frees one waits for the next durable
     /// commit, not only for readers.
-    pub(super) fn commit_for_sync(
-        mut self,
-        min_pages: u64,
-    ) -> Result<Option<(Meta, u64, WriteAhead)>> {
-        let waiting = self.writer.unwritten_live.len() as u64 + self.writer.unsynced_pages;
-        if waiting < min_pages {
-            self.durability = Durability::Immediate;
-            self.force();
-            return self.commit().map(|()| None);
-        }
+    pub(super) fn commit_for_sync(mut self) -> Result<(Meta, u64, WriteAhead)> {
+        self.force();
         self.seal()?;
         let freelist = self.write_freelist()?;
         if let Err(e) = self.grow_file() {
@@ -665,7 +655,7 @@ impl WriteTxn {
         self.publish(meta, slot, false, false, unsynced);
         self.writer.allocated_since_sync = ExtentSet::new();
         let ahead = WriteAhead::list(&self.shared, &mut self.writer);
-        Ok(Some((meta, slot, ahead)))
+        Ok((meta, slot, ahead))
     }
 
     /// The meta of this commit.
