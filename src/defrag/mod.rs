@@ -98,11 +98,10 @@ pub struct DefragReport {
     /// Relocation transactions committed.
     pub batches: u64,
     /// The longest time one batch held the writer lock. Not the longest
-    /// pause a concurrent writer can see: a batched store's syncs (the
-    /// ones defragmentation runs between batches among them) end with a
-    /// durable commit under the writer lock, which writes and syncs what
-    /// the last write-ahead left; at 1M keys a put waited up to half a
-    /// second behind one during a defrag (docs/benchmarks.md).
+    /// pause a concurrent writer can see: a batched store's writer that
+    /// fills `max_writes` waits for the sync round in flight, which the
+    /// pages defragmentation moves keep busy; at 1M keys a put waited up to
+    /// half a second for one during a defrag (docs/benchmarks.md).
     pub longest_batch: Duration,
     /// Pages open snapshots still pinned at the end, keeping the file from
     /// shrinking further (0 when nothing stood in the way).
