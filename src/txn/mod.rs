@@ -732,6 +732,10 @@ mod tests {
     /// A commit between the two halves of a sync (another thread's) keeps
     /// its pages in memory: the sync must not mark it synced on disk.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri the mapping is a copy of the file taken when it is made: it does not see the pages a sync writes after the commit that grew the file remapped it"
+    )]
     fn a_sync_never_marks_a_commit_held_in_memory_as_synced() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
