@@ -120,14 +120,19 @@ fn batched_mode_starts_a_sync_half_way_to_max_writes() {
     for i in 0..50 {
         store.put(format!("k{i}").as_bytes(), b"v").unwrap();
     }
+    wait_until_synced(&store, "50 writes of 100");
+}
+
+/// Waits until every commit so far is synced. Syncs run on the store's
+/// thread: this waits for it to report, up to a deadline far beyond any
+/// sync's length.
+fn wait_until_synced(store: &Store, what: &str) {
     let last = store.db().stats().txid;
-    // The sync runs on the store's thread: wait for it to report, up to a
-    // deadline far beyond any sync's length.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while store.db().stats().synced_txid < last {
         assert!(
             std::time::Instant::now() < deadline,
-            "50 writes of 100 not synced after 60 s: synced {} of {last}",
+            "{what} not synced after 60 s: synced {} of {last}",
             store.db().stats().synced_txid
         );
         std::thread::yield_now();
@@ -152,16 +157,7 @@ fn batched_mode_hands_full_batches_to_the_syncer() {
     for i in 0..400 {
         store.put(format!("k{i}").as_bytes(), b"v").unwrap();
     }
-    let last = store.db().stats().txid;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while store.db().stats().synced_txid < last {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "writes not synced after 60 s: synced {} of {last}",
-            store.db().stats().synced_txid
-        );
-        std::thread::yield_now();
-    }
+    wait_until_synced(&store, "400 writes");
     let path = dir.path().join("s");
     drop(store);
     let store = Store::open(&path, StoreOptions::new()).unwrap();

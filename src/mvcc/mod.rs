@@ -1188,6 +1188,16 @@ impl std::fmt::Debug for Store {
 mod tests {
     use super::*;
 
+    /// A batched store whose syncs come only when asked for: `max_writes`
+    /// and `max_delay` are never reached in a test.
+    fn batched_store_that_syncs_when_asked(dir: &Path) -> Store {
+        let mode = CommitMode::Batched {
+            max_writes: 1_000_000,
+            max_delay: Duration::from_secs(3600),
+        };
+        Store::open(dir.join("kv.db"), StoreOptions::new().commit_mode(mode)).unwrap()
+    }
+
     /// Writes a writer hands to the syncer (as one that fills `max_writes`
     /// does) are synced by its next round, though nothing else asks for a
     /// sync: the count is not lost between the writer and the thread.
@@ -1198,15 +1208,7 @@ mod tests {
     )]
     fn writes_handed_to_the_syncer_are_synced_by_its_next_round() {
         let dir = tempfile::tempdir().unwrap();
-        let mode = CommitMode::Batched {
-            max_writes: 1_000_000,
-            max_delay: Duration::from_secs(3600),
-        };
-        let store = Store::open(
-            dir.path().join("kv.db"),
-            StoreOptions::new().commit_mode(mode),
-        )
-        .unwrap();
+        let store = batched_store_that_syncs_when_asked(dir.path());
         store.put(b"k", b"v").unwrap();
         let last = store.current_revision().unwrap();
         // What `after_commit` does at `max_writes`.
@@ -1235,15 +1237,7 @@ mod tests {
     )]
     fn a_point_read_of_a_key_without_parked_writes_does_not_wait_for_them() {
         let dir = tempfile::tempdir().unwrap();
-        let mode = CommitMode::Batched {
-            max_writes: 1_000_000,
-            max_delay: Duration::from_secs(3600),
-        };
-        let store = Store::open(
-            dir.path().join("kv.db"),
-            StoreOptions::new().commit_mode(mode),
-        )
-        .unwrap();
+        let store = batched_store_that_syncs_when_asked(dir.path());
         store.put(b"committed", b"1").unwrap();
         store.sync().unwrap();
         store.put(b"parked", b"2").unwrap();
