@@ -221,6 +221,34 @@ impl Shared {
         turn
     }
 
+    /// Runs `f` on the writer's state without committing the parked
+    /// transaction: through it if one is parked (its guard holds the
+    /// writer lock, and the slot keeps everyone else out), else under the
+    /// writer lock. For a write-ahead's bookkeeping, which needs the
+    /// writer's state but not the parked writes: committing them at both
+    /// locked steps of every write-ahead round made a batched store commit
+    /// its parked transaction several times per sync, each time a wait for
+    /// the foreground and a fresh copy of every root-to-leaf path for the
+    /// writes after it. `f` holds the slot: it must do no I/O.
+    ///
+    /// `f` must leave alone what a write transaction in flight relies on:
+    /// it may make free runs reusable (the transaction never reaches a
+    /// freed run) and change the bookkeeping of unsynced pages, but never
+    /// drop a page from memory that the last commit reaches.
+    pub(crate) fn with_writer<R>(&self, f: impl FnOnce(&mut super::Writer) -> R) -> R {
+        if self.parked.occupied() {
+            let mut slot = self.parked.write();
+            if let Some(txn) = slot.as_mut() {
+                let r = f(txn.writer_state());
+                release(slot, &self.parked);
+                return r;
+            }
+        }
+        // Nothing parked: a transaction parked from here on is committed
+        // by `lock_writer`, which is only the cost this avoids.
+        f(&mut self.lock_writer())
+    }
+
     /// The writer's state, for work done under the writer lock outside a
     /// write transaction (a sync's steps, trimming the file).
     pub(crate) fn lock_writer(&self) -> parking_lot::MutexGuard<'_, super::Writer> {

@@ -30,6 +30,14 @@
 //!    commit's meta names the durable commit before it): a copy of its
 //!    meta in the other slot saying everything is synced, so the next open
 //!    verifies nothing.
+//!
+//! "Under the writer lock" above includes a batched store's parked
+//! transaction's hold of it: a write-ahead's two locked steps (no I/O)
+//! need the writer's bookkeeping, not the parked writes, and go through
+//! the parked transaction without committing it (`Shared::with_writer`).
+//! The durable commit and its meta's write and sync commit it: the meta's
+//! sync would otherwise hold the slot, which point reads of keys with
+//! parked writes wait for.
 
 use std::sync::atomic::Ordering;
 
@@ -203,14 +211,17 @@ impl Db {
     /// if too few pages are held in memory to be worth it.
     fn begin_write_ahead(&self) -> Result<Option<WriteAhead>> {
         let shared = &*self.shared;
-        let mut w = shared.lock_writer();
-        if let Some(why) = &w.poisoned {
-            return Err(Error::Poisoned(why.clone()));
-        }
-        if (w.unwritten_live.len() as u64) < shared.write_ahead_min {
-            return Ok(None);
-        }
-        Ok(Some(WriteAhead::list(shared, &mut w)))
+        // Lists what the last commit holds in memory: a parked
+        // transaction's writes are not needed, so it stays parked.
+        shared.with_writer(|w| {
+            if let Some(why) = &w.poisoned {
+                return Err(Error::Poisoned(why.clone()));
+            }
+            if (w.unwritten_live.len() as u64) < shared.write_ahead_min {
+                return Ok(None);
+            }
+            Ok(Some(WriteAhead::list(shared, w)))
+        })
     }
 
     /// The unlocked half: writes the pages, neighbours coalesced, and syncs
@@ -265,17 +276,22 @@ impl Db {
                 }
             }
         }
-        let mut w = shared.lock_writer();
-        if result.is_ok() {
-            let synced = if ahead.complete {
-                Synced::Commit(txid)
-            } else {
-                Synced::Pages(ahead.pages)
-            };
-            record_write_ahead(shared, &mut w, ahead.counted, synced);
-        }
-        w.end_write_ahead(&shared.unwritten);
-        shared.writing_ahead_bytes.store(0, Ordering::Release);
+        // A parked transaction stays parked: this only records what is on
+        // stable storage and makes runs freed meanwhile reusable. Memory
+        // lets go of the pages written only at a later transaction's
+        // begin (`Writer::release_pending`), after the parked one ended.
+        shared.with_writer(|w| {
+            if result.is_ok() {
+                let synced = if ahead.complete {
+                    Synced::Commit(txid)
+                } else {
+                    Synced::Pages(ahead.pages)
+                };
+                record_write_ahead(shared, w, ahead.counted, synced);
+            }
+            w.end_write_ahead(&shared.unwritten);
+            shared.writing_ahead_bytes.store(0, Ordering::Release);
+        });
         result
     }
 
@@ -318,6 +334,9 @@ impl Db {
                 Error::io(what, e)
             })?;
         }
+        // Under the writer lock proper, committing a parked transaction:
+        // going through it would hold its slot for the meta's sync, and
+        // point reads of keys it wrote wait for the slot.
         let mut w = self.shared.lock_writer();
         write_sync_meta(&self.shared, &mut w, meta, slot)
     }
@@ -494,6 +513,9 @@ mod tests {
         w.commit().unwrap();
     }
 
+    /// A table's rows, in order.
+    type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
     fn contents(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
         snapshot_contents(&db.begin_read().unwrap())
     }
@@ -588,6 +610,34 @@ mod tests {
         assert_eq!(contents(&db), expected);
     }
 
+    /// A database that writes every page out (an unwritten limit of zero)
+    /// and always writes ahead, with a durable state (`before`, room freed
+    /// inside the file) and one unsynced commit on top (`synced` once a
+    /// sync makes it durable).
+    fn durable_then_unsynced(path: &std::path::Path) -> (Db, Rows, Rows) {
+        let mut opts = Options::new()
+            .page_size(512)
+            .durability(Durability::None)
+            .unwritten_limit(0);
+        opts.write_ahead_min = 1;
+        let db = opts.open(path).unwrap();
+        commit(&db, Durability::Immediate, "k", Some(1));
+        commit(&db, Durability::Immediate, "k", None);
+        let before = contents(&db);
+        commit(&db, Durability::None, "a", Some(2));
+        let synced = contents(&db);
+        (db, before, synced)
+    }
+
+    /// Asserts that a crash now (a copy of the file as it is on disk)
+    /// opens, checks clean and holds `expected`.
+    fn opens_to(path: &std::path::Path, expected: &[(Vec<u8>, Vec<u8>)], step: &str) {
+        let copy = disk_copy(path);
+        let db = Options::new().read_only(true).open(&copy).unwrap();
+        db.check().unwrap_or_else(|e| panic!("{step}: {e}"));
+        assert_eq!(contents(&db), expected, "{step}");
+    }
+
     /// What a crash leaves at each step of a sync's durable commit whose
     /// pages are written after the writer lock is released: the durable
     /// state before it until its meta is on disk, its own after, however
@@ -602,23 +652,9 @@ mod tests {
     fn a_sync_commit_written_without_the_lock_opens_to_the_state_it_made_durable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let mut opts = Options::new()
-            .page_size(512)
-            .durability(Durability::None)
-            .unwritten_limit(0);
-        opts.write_ahead_min = 1;
-        let db = opts.open(&path).unwrap();
-        commit(&db, Durability::Immediate, "k", Some(1));
-        commit(&db, Durability::Immediate, "k", None);
-        let before = contents(&db);
-        commit(&db, Durability::None, "a", Some(2));
-        let synced = contents(&db);
-        let opens_to = |expected: &[(Vec<u8>, Vec<u8>)], step: &str| {
-            let copy = disk_copy(&path);
-            let db = Options::new().read_only(true).open(&copy).unwrap();
-            db.check().unwrap_or_else(|e| panic!("{step}: {e}"));
-            assert_eq!(contents(&db), expected, "{step}");
-        };
+        let (db, before, synced) = durable_then_unsynced(&path);
+        let opens_to =
+            |expected: &[(Vec<u8>, Vec<u8>)], step: &str| opens_to(&path, expected, step);
         let (meta, slot, ahead) = db.begin_write().unwrap().commit_for_sync().unwrap();
         opens_to(&before, "after the commit, before its pages");
         db.finish_write_ahead(ahead).unwrap();
@@ -640,6 +676,105 @@ mod tests {
         assert!(db.recovery().is_none(), "{:?}", db.recovery());
         db.check().unwrap();
         assert_eq!(contents(&db), last);
+    }
+
+    /// Syncs `db`, closes it and asserts it reopens clean holding `expected`.
+    fn synced_reopens_to(db: Db, path: &std::path::Path, expected: &[(Vec<u8>, Vec<u8>)]) {
+        db.sync().unwrap();
+        drop(db);
+        let db = Options::new().open(path).unwrap();
+        db.check().unwrap();
+        assert_eq!(contents(&db), expected);
+    }
+
+    /// Runs `f` in the parked transaction (beginning one) and parks it.
+    fn park(db: &Db, f: impl FnOnce(&mut crate::WriteTxn, crate::Table)) {
+        let mut resumed = db.resume_parked().unwrap();
+        let w = resumed.txn();
+        let t = w.open_table("t").unwrap();
+        f(w, t);
+        resumed.park(true).unwrap();
+        assert!(db.shared.parked.occupied(), "parked");
+    }
+
+    /// The locked step after a sync's commit that records its pages synced
+    /// goes through a transaction parked meanwhile instead of committing
+    /// it; the meta's step commits it first (unsynced). At each step a
+    /// crash opens to the durable state, never to the parked writes, which
+    /// free pages of the commit being synced and allocate new ones; once
+    /// synced they are all there.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri the mapping is a copy of the file taken when it is made: it does not see pages rewritten in place, which these tests do"
+    )]
+    fn a_sync_leaves_a_transaction_parked_meanwhile_parked_until_its_meta() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let (db, before, synced) = durable_then_unsynced(&path);
+        let opens_to =
+            |expected: &[(Vec<u8>, Vec<u8>)], step: &str| opens_to(&path, expected, step);
+        let (meta, slot, ahead) = db.begin_write().unwrap().commit_for_sync().unwrap();
+        park(&db, |w, t| {
+            for i in 0..ROWS {
+                w.remove(t, format!("a{i:03}").as_bytes()).unwrap();
+                w.insert(t, format!("p{i:03}").as_bytes(), &[5; 100])
+                    .unwrap();
+            }
+        });
+        db.finish_write_ahead(ahead).unwrap();
+        assert!(
+            db.shared.parked.occupied(),
+            "recording the write-ahead committed the parked transaction"
+        );
+        assert_eq!(contents(&db), synced, "parked writes are not published");
+        opens_to(&before, "after its pages, before its meta");
+        write_sync_meta(&db.shared, &mut db.shared.lock_writer(), meta, slot).unwrap();
+        assert!(
+            !db.shared.parked.occupied(),
+            "committed for the meta's step"
+        );
+        opens_to(&synced, "after its meta");
+        let last = contents(&db);
+        assert!(last.iter().any(|(k, _)| k == b"p000") && !last.iter().any(|(k, _)| k == b"a000"));
+        synced_reopens_to(db, &path, &last);
+    }
+
+    /// A plain write-ahead round, both its locked steps, leaves a parked
+    /// transaction parked, and what it wrote stays correct after the
+    /// parked one commits on top of it.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri the mapping is a copy of the file taken when it is made: it does not see pages rewritten in place, which these tests do"
+    )]
+    fn a_write_ahead_leaves_the_parked_transaction_parked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let db = with_pages_held(&path);
+        let held = contents(&db);
+        park(&db, |w, t| {
+            w.insert(t, b"parked", b"p").unwrap();
+            w.remove(t, b"a000").unwrap();
+        });
+        assert!(db.write_ahead().unwrap(), "nothing was written ahead");
+        assert!(
+            db.shared.parked.occupied(),
+            "the write-ahead committed the parked transaction"
+        );
+        assert_eq!(contents(&db), held, "parked writes are not published");
+        let (synced_to, last_commit) = db.shared.with_writer(|w| (w.data_synced_txid, w.meta.txid));
+        assert_eq!(
+            synced_to, last_commit,
+            "the last commit's pages are on stable storage"
+        );
+        assert!(db.shared.parked.occupied());
+        db.flush_parked().unwrap();
+        let last = contents(&db);
+        assert!(
+            last.iter().any(|(k, _)| k == b"parked") && !last.iter().any(|(k, _)| k == b"a000")
+        );
+        synced_reopens_to(db, &path, &last);
     }
 
     /// A durable commit made by another thread while a sync writes its

@@ -210,6 +210,14 @@ impl WriteTxn {
         self.hold = true;
     }
 
+    /// The writer's state this transaction holds the lock of: for a sync's
+    /// bookkeeping done through a parked transaction (see
+    /// `Shared::with_writer`), which must leave the transaction's own
+    /// changes alone.
+    pub(crate) fn writer_state(&mut self) -> &mut Writer {
+        &mut self.writer
+    }
+
     /// Whether [`WriteTxn::hold_in_memory`] was called: it was parked.
     pub(crate) fn holds_in_memory(&self) -> bool {
         self.hold
