@@ -147,6 +147,26 @@ impl DbFile {
         Ok(())
     }
 
+    /// Writes `pages`, neighbours in the file, from `offset` on: one change
+    /// for an observer, handed to the kernel page by page (see
+    /// [`WRITE_PIECE`]) straight from the callers' buffers.
+    pub fn write_run(&self, pages: &[&[u8]], offset: u64) -> io::Result<()> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(o) = &self.observer {
+            // Tests only: the observer sees the run as one write, as a
+            // contiguous buffer.
+            o.write(offset, &pages.concat())?;
+        }
+        let mut at = offset;
+        for page in pages {
+            for piece in page.chunks(WRITE_PIECE) {
+                self.file.write_all_at(piece, at)?;
+                at += piece.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
     pub fn sync(&self) -> io::Result<()> {
         #[cfg(feature = "fault-injection")]
         if let Some(o) = &self.observer {

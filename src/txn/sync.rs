@@ -231,13 +231,11 @@ impl Db {
         let shared = &*self.shared;
         let ps = shared.limits.page_size as u64;
         let txid = ahead.txid;
-        let mut write = |start: PageId, run: &mut Vec<u8>| {
+        let mut write = |start: PageId, run: &[&[u8]]| {
             shared
                 .file
-                .write_at(run, start * ps)
-                .map_err(|e| Error::io(format!("writing ahead pages at {start}"), e))?;
-            run.clear();
-            Ok(())
+                .write_run(run, start * ps)
+                .map_err(|e| Error::io(format!("writing ahead pages at {start}"), e))
         };
         let mut runs = PageRuns::new(ps);
         let result = ahead

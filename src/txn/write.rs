@@ -56,19 +56,22 @@ pub(super) const MAX_WRITE: usize = 8 << 20;
 
 /// Gathers pages given in ascending order into runs of neighbours, at most
 /// [`MAX_WRITE`] bytes each, handing each finished run to a sink (one
-/// `pwrite` per run). The sink may keep the run's buffer or clear it for
-/// reuse.
-pub(super) struct PageRuns {
-    run: Vec<u8>,
+/// [`DbFile::write_run`](crate::storage::file::DbFile::write_run) per run).
+/// A run borrows the pages' buffers: nothing is copied on the way to the
+/// kernel.
+pub(super) struct PageRuns<'a> {
+    run: Vec<&'a [u8]>,
+    run_bytes: usize,
     start: PageId,
     next: PageId,
     page_size: u64,
 }
 
-impl PageRuns {
-    pub fn new(page_size: u64) -> PageRuns {
+impl<'a> PageRuns<'a> {
+    pub fn new(page_size: u64) -> PageRuns<'a> {
         PageRuns {
             run: Vec::new(),
+            run_bytes: 0,
             start: 0,
             next: 0,
             page_size,
@@ -80,31 +83,30 @@ impl PageRuns {
     pub fn push(
         &mut self,
         id: PageId,
-        buf: &[u8],
-        sink: &mut impl FnMut(PageId, &mut Vec<u8>) -> Result<()>,
+        buf: &'a [u8],
+        sink: &mut impl FnMut(PageId, &[&[u8]]) -> Result<()>,
     ) -> Result<()> {
         debug_assert!(self.run.is_empty() || id >= self.next, "pages out of order");
-        if !self.run.is_empty() && (id != self.next || self.run.len() + buf.len() > MAX_WRITE) {
-            sink(self.start, &mut self.run)?;
+        if !self.run.is_empty() && (id != self.next || self.run_bytes + buf.len() > MAX_WRITE) {
+            sink(self.start, &self.run)?;
             self.run.clear();
+            self.run_bytes = 0;
         }
         if self.run.is_empty() {
             self.start = id;
         }
-        self.run.extend_from_slice(buf);
+        self.run.push(buf);
+        self.run_bytes += buf.len();
         self.next = id + buf.len() as u64 / self.page_size;
         Ok(())
     }
 
     /// Hands over the last run.
-    pub fn finish(
-        mut self,
-        sink: &mut impl FnMut(PageId, &mut Vec<u8>) -> Result<()>,
-    ) -> Result<()> {
+    pub fn finish(self, sink: &mut impl FnMut(PageId, &[&[u8]]) -> Result<()>) -> Result<()> {
         if self.run.is_empty() {
             return Ok(());
         }
-        sink(self.start, &mut self.run)
+        sink(self.start, &self.run)
     }
 }
 
@@ -809,11 +811,9 @@ impl WriteTxn {
         );
         ids.sort_unstable();
         let unwritten = &self.shared.unwritten;
-        let mut write = |start: PageId, run: &mut Vec<u8>| {
-            file.write_at(run, start * ps)
-                .map_err(|e| Error::io(format!("writing pages at {start}"), e))?;
-            run.clear();
-            Ok(())
+        let mut write = |start: PageId, run: &[&[u8]]| {
+            file.write_run(run, start * ps)
+                .map_err(|e| Error::io(format!("writing pages at {start}"), e))
         };
         let mut runs = PageRuns::new(ps);
         for id in ids {
