@@ -50,8 +50,9 @@ pub mod fuzzing;
 pub use defrag::{DefragOptions, DefragReport};
 pub use error::{Error, ErrorKind, PageId, Result};
 pub use txn::{
-    CheckReport, Db, Durability, Entries, Options, ReadTxn, Recovery, SnapshotReport, Stats, Table,
-    TableCursor, TxnRead, WriteTxn, DEFAULT_UNWRITTEN_LIMIT, MAX_TABLE_NAME, MAX_VALUE_LEN,
+    CheckReport, Db, Durability, Entries, LostPart, Options, ReadTxn, Recovery, SalvageReport,
+    SnapshotReport, Stats, Table, TableCursor, TxnRead, WriteTxn, DEFAULT_UNWRITTEN_LIMIT,
+    MAX_TABLE_NAME, MAX_VALUE_LEN,
 };
 
 /// The README's examples, run as doctests so they never go stale.

@@ -329,6 +329,49 @@ fn check_reports_a_corrupted_page() {
 }
 
 #[test]
+fn salvage_copies_what_a_damaged_file_still_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = new_store(&dir);
+    let store = revkv::mvcc::Store::open(&db, revkv::mvcc::StoreOptions::new()).unwrap();
+    for i in 0..400 {
+        store
+            .put(format!("/key{i:03}").as_bytes(), &[i as u8; 900])
+            .unwrap();
+    }
+    drop(store);
+    let mut bytes = std::fs::read(&db).unwrap();
+    let pages = bytes.len() / 4096;
+    for p in (2..pages).step_by(9) {
+        bytes[p * 4096 + 2000] ^= 0x5a;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    failure(&revkv(&db, &["check"]));
+    let out = dir.path().join("salvaged.db");
+    let report = stdout(&revkv(&db, &["salvage", out.to_str().unwrap()]));
+    let mut lines = report.lines();
+    let first = lines.next().unwrap();
+    assert!(first.starts_with("Salvaged transaction"), "{report}");
+    assert!(first.contains("revision 401"), "{report}");
+    assert!(
+        lines.any(|l| l.starts_with("lost in kv at page") && l.contains("\"/key")),
+        "lost versions are named by key: {report}"
+    );
+    assert!(stdout(&revkv(&out, &["check"])).starts_with("OK"));
+    // Salvage never replaces a file.
+    let err = failure(&revkv(&db, &["salvage", out.to_str().unwrap()]));
+    assert!(err.contains("never replaces"), "{err}");
+    let json = dir.path().join("again.db");
+    let o = stdout(&revkv(
+        &out,
+        &["-w", "json", "salvage", json.to_str().unwrap()],
+    ));
+    assert!(
+        o.starts_with("{\"path\":") && o.contains("\"lost\":[]"),
+        "{o}"
+    );
+}
+
+#[test]
 fn demo_with_few_keys() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("demo.db");

@@ -53,7 +53,23 @@ pub fn open_file(path: &Path, bytes: &[u8]) -> bool {
         }
     }
     read_store(db);
+    salvage(path);
     checked
+}
+
+/// Salvages the file into a new one, which must then be a healthy store.
+fn salvage(path: &Path) {
+    use crate::mvcc::{Store, StoreOptions};
+    let out = path.with_extension("salvaged");
+    let _ = std::fs::remove_file(&out);
+    if crate::mvcc::Store::salvage(path, &out).is_ok() {
+        let store = Store::open(&out, StoreOptions::new().read_only(true))
+            .unwrap_or_else(|e| panic!("a salvaged file does not open: {e}"));
+        if let Err(e) = store.check().and_then(|_| store.hash_kv(0)) {
+            panic!("a salvaged store fails its check: {e}");
+        }
+    }
+    let _ = std::fs::remove_file(&out);
 }
 
 /// If the file holds a revision store: its check, a full range, a stream

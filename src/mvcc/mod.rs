@@ -29,6 +29,7 @@ mod compact;
 pub mod keys;
 pub(crate) mod read;
 mod record;
+mod salvage;
 mod space;
 mod txn;
 mod write;
@@ -51,6 +52,7 @@ pub use changes::{Event, EventKind};
 pub use keys::prefix_end;
 pub use read::RangeEnd;
 pub use record::KeyValue;
+pub use salvage::StoreSalvageReport;
 pub use space::Status;
 pub use txn::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, PutRequest,

@@ -25,7 +25,7 @@ use crate::txn::{Db, ReadTxn, Stats, TxnRead, WriteTxn};
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 
 /// The table alarms are kept in.
-const ALARM_TABLE: &str = "alarm";
+pub(crate) const ALARM_TABLE: &str = "alarm";
 
 /// An alarm, named as etcd names it (`AlarmType` in etcd's API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,7 +48,7 @@ impl Alarm {
         }
     }
 
-    fn from_name(name: &[u8]) -> Option<Alarm> {
+    pub(crate) fn from_name(name: &[u8]) -> Option<Alarm> {
         match name {
             b"NOSPACE" => Some(Alarm::NoSpace),
             b"CORRUPT" => Some(Alarm::Corrupt),

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 
 /// Bytes of keys and values copied per commit into the new file: bounds the
 /// memory of the copy's unwritten pages, whatever the database's size.
-const BATCH_BYTES: usize = 32 << 20;
+pub(super) const BATCH_BYTES: usize = 32 << 20;
 
 /// What [`Db::save_snapshot`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +123,7 @@ impl Db {
 }
 
 /// Whether two paths name one file (through links or different spellings).
-fn same_file(a: &Path, b: &Path) -> bool {
+pub(super) fn same_file(a: &Path, b: &Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
@@ -137,14 +137,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn part_path(path: &Path) -> PathBuf {
+pub(super) fn part_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".part");
     PathBuf::from(s)
 }
 
 /// Makes the rename durable: the directory entry lives in the parent.
-fn sync_parent(path: &Path) -> Result<()> {
+pub(super) fn sync_parent(path: &Path) -> Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -27,14 +27,23 @@ pub struct CheckReport {
 }
 
 /// Marks pages as seen, failing on a page reached twice.
-struct Seen {
+pub(super) struct Seen {
     bits: Vec<u64>,
     count: u64,
     hwm: u64,
 }
 
 impl Seen {
-    fn mark(&mut self, id: PageId, span: u64, what: &str) -> Result<()> {
+    /// Nothing seen yet of a file of `hwm` pages.
+    pub(super) fn new(hwm: u64) -> Seen {
+        Seen {
+            bits: vec![0; hwm.div_ceil(64) as usize],
+            count: 0,
+            hwm,
+        }
+    }
+
+    pub(super) fn mark(&mut self, id: PageId, span: u64, what: &str) -> Result<()> {
         if id.checked_add(span).is_none_or(|end| end > self.hwm) {
             return Err(Error::corrupt(
                 id,
@@ -58,11 +67,7 @@ impl Seen {
 
 pub(crate) fn check(r: &ReadTxn) -> Result<CheckReport> {
     let hwm = r.hwm();
-    let mut seen = Seen {
-        bits: vec![0; hwm.div_ceil(64) as usize],
-        count: 0,
-        hwm,
-    };
+    let mut seen = Seen::new(hwm);
     seen.mark(0, 2, "the meta pages")?;
     let mut tables = Vec::new();
     let mut records = Vec::new();

@@ -13,6 +13,7 @@ mod pages;
 pub(crate) mod parked;
 pub(crate) mod read;
 mod readers;
+pub(crate) mod salvage;
 mod sync;
 pub(crate) mod table;
 pub(crate) mod write;
@@ -41,6 +42,7 @@ pub use backup::SnapshotReport;
 pub use check::CheckReport;
 
 pub use read::ReadTxn;
+pub use salvage::{LostPart, SalvageReport};
 pub use table::{Entries, Table, TableCursor, TxnRead, MAX_TABLE_NAME};
 pub use write::{WriteTxn, MAX_VALUE_LEN};
 
@@ -88,6 +90,10 @@ pub struct Options {
     pub(crate) unwritten_limit: usize,
     pub(crate) lock_timeout: Duration,
     pub(crate) write_ahead_min: u64,
+    /// Opened by `Db::salvage`: read-only, from this meta page of those
+    /// with a valid checksum (0 the newest), whatever its commit's state
+    /// (see `salvage`).
+    pub(crate) salvage: Option<usize>,
     #[cfg(feature = "fault-injection")]
     pub(crate) observer: Option<Arc<dyn crate::storage::file::IoObserver>>,
 }
@@ -110,6 +116,7 @@ impl Options {
             unwritten_limit: DEFAULT_UNWRITTEN_LIMIT,
             lock_timeout: Duration::ZERO,
             write_ahead_min: sync::WRITE_AHEAD_MIN_PAGES,
+            salvage: None,
             #[cfg(feature = "fault-injection")]
             observer: None,
         }

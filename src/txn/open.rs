@@ -62,7 +62,11 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
     let mapping = Arc::new(Mapping::new(file.raw(), len)?);
     let mut problems: Vec<String> = damaged.iter().map(|e| e.to_string()).collect();
     let mut chosen = None;
-    for (meta, slot) in metas {
+    let metas_found = metas.len();
+    for (i, (meta, slot)) in metas.into_iter().enumerate() {
+        if opts.salvage.is_some_and(|n| n != i) {
+            continue;
+        }
         let pages = MappedPages {
             mapping: Arc::clone(&mapping),
             hwm: meta.hwm,
@@ -82,6 +86,18 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
             }
             load_freelist(&meta, &pages)
         })();
+        if opts.salvage.is_some() {
+            // Whatever this commit reaches and can still be read is what a
+            // salvage copies: a truncated file, a damaged free list or an
+            // unverifiable last commit are reported, and the walk finds
+            // what they cost page by page.
+            let free = attempt.unwrap_or_else(|e| {
+                problems.push(format!("transaction {}: {e}", meta.txid));
+                ExtentSet::default()
+            });
+            chosen = Some((meta, slot, free));
+            break;
+        }
         match attempt {
             Ok(free) => {
                 chosen = Some((meta, slot, free));
@@ -93,6 +109,11 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
             Err(e) if meta.synced_txid == meta.txid => return Err(e),
             Err(e) => problems.push(format!("transaction {}: {e}", meta.txid)),
         }
+    }
+    if let (Some(n), None) = (opts.salvage, &chosen) {
+        return Err(Error::CorruptFile(format!(
+            "no meta page {n} to salvage from: {metas_found} have a valid checksum"
+        )));
     }
     let Some((meta, slot, free)) = chosen else {
         return Err(Error::CorruptFile(format!(

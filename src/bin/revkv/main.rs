@@ -177,6 +177,13 @@ enum Command {
     },
     /// Verifies every page checksum and every tree and index invariant.
     Check,
+    /// Copies every version of a damaged --db file that can still be read
+    /// into a new store FILE (revision log rebuilt), checks the copy, and
+    /// lists what was lost. The damaged file is only read.
+    Salvage {
+        /// Where the salvaged store goes (must not exist).
+        file: PathBuf,
+    },
     /// Snapshots.
     Snapshot {
         #[command(subcommand)]
@@ -263,6 +270,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Check => ops::open(&db, quota, true).and_then(|s| ops::check(&s)),
+        Command::Salvage { file } => ops::salvage(&db, &file, w),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -273,12 +273,7 @@ pub fn snapshot_save(store: &Store, file: &Path, w: Format) -> revkv::Result<()>
     let bar = crate::progress::spinner("saving snapshot");
     let report = store.db().save_snapshot(file)?;
     bar.set_message("checking the copy");
-    let copy = Store::with_db(
-        Options::new().read_only(true).create(false).open(file)?,
-        StoreOptions::new().read_only(true),
-    )?;
-    copy.check()?;
-    let hash = copy.hash_kv(0)?;
+    let hash = check_copy(file)?;
     bar.finish_and_clear();
     match w {
         Format::Simple => println!("Snapshot saved at {}", file.display()),
@@ -400,5 +395,110 @@ pub fn check(store: &Store) -> revkv::Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    Ok(())
+}
+
+/// Opens a copy just written read-only and checks it: the storage file,
+/// the store's tables, and the history hash (every log entry's version).
+fn check_copy(path: &Path) -> revkv::Result<revkv::mvcc::HashKvResponse> {
+    let copy = Store::with_db(
+        Options::new().read_only(true).create(false).open(path)?,
+        StoreOptions::new().read_only(true),
+    )?;
+    copy.check()?;
+    copy.hash_kv(0)
+}
+
+pub fn salvage(from: &Path, to: &Path, w: Format) -> revkv::Result<()> {
+    let bar = crate::progress::spinner("salvaging");
+    let report = Store::salvage(from, to)?;
+    bar.set_message("checking the copy");
+    let hash = check_copy(to)?;
+    bar.finish_and_clear();
+    let s = &report.storage;
+    let lost = |l: &revkv::LostPart| {
+        // A `kv` table key is shown as the user's key and revision.
+        let key = |k: &Option<Vec<u8>>| match k {
+            Some(k) => match revkv::mvcc::keys::split_kv_key(k)
+                .filter(|_| l.table == "kv")
+                .and_then(|(esc, rev)| Some((revkv::mvcc::keys::unescape(esc)?, rev)))
+            {
+                Some((user, rev)) => format!("{:?}@{rev}", String::from_utf8_lossy(&user)),
+                None => format!("{:?}", String::from_utf8_lossy(k)),
+            },
+            None => "the end".into(),
+        };
+        let from = match &l.from {
+            Some(_) => key(&l.from),
+            None => "the start".into(),
+        };
+        (from, key(&l.to))
+    };
+    match w {
+        Format::Simple => {
+            println!(
+                "Salvaged transaction {} into {}: {} versions, revision {}, compacted {}, {} bytes",
+                s.txid,
+                to.display(),
+                report.versions,
+                report.revision,
+                report.compacted_revision,
+                s.file_size
+            );
+            for r in &s.rejected {
+                println!("open would refuse or fall back: {r}");
+            }
+            for l in &s.lost {
+                let (from, end) = lost(l);
+                println!(
+                    "lost in {} at page {}: keys from {from} to {end}: {}",
+                    l.table, l.page, l.reason
+                );
+            }
+            for (key, rev) in &report.lost_versions {
+                println!("lost version {:?}@{rev}", String::from_utf8_lossy(key));
+            }
+            for n in &report.notes {
+                println!("note: {n}");
+            }
+        }
+        Format::Json => {
+            let lost: Vec<String> = s
+                .lost
+                .iter()
+                .map(|l| {
+                    let (from, end) = lost(l);
+                    format!(
+                        "{{\"table\":{:?},\"page\":{},\"from\":{:?},\"to\":{:?},\"reason\":{:?}}}",
+                        l.table, l.page, from, end, l.reason
+                    )
+                })
+                .collect();
+            let versions: Vec<String> = report
+                .lost_versions
+                .iter()
+                .map(|(key, rev)| {
+                    format!(
+                        "{{\"key\":{:?},\"revision\":{rev}}}",
+                        String::from_utf8_lossy(key)
+                    )
+                })
+                .collect();
+            println!(
+                "{{\"path\":{:?},\"txid\":{},\"versions\":{},\"revision\":{},\"compact_revision\":{},\"hash\":{},\"file_size\":{},\"lost\":[{}],\"lost_versions\":[{}],\"rejected\":{:?},\"notes\":{:?}}}",
+                to.display().to_string(),
+                s.txid,
+                report.versions,
+                report.revision,
+                report.compacted_revision,
+                hash.hash,
+                s.file_size,
+                lost.join(","),
+                versions.join(","),
+                s.rejected,
+                report.notes
+            );
+        }
+    }
     Ok(())
 }
