@@ -216,6 +216,14 @@ fn salvage_never_replaces_a_file_and_never_writes_the_damaged_one() {
         bytes,
         "the damaged file was written"
     );
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.ends_with(".part")),
+        "a temporary file was left: {names:?}"
+    );
 }
 
 #[test]

@@ -11,7 +11,9 @@
 //! layout, key order) is skipped with the subtree below it and reported
 //! with the range of keys its parent gave it. Everything else is copied,
 //! in key order, into a new file written as `to` + `.part`, synced, and
-//! renamed into place; the damaged file is never written.
+//! linked into place (a link, unlike a rename, never replaces a file that
+//! appeared at `to` meanwhile); the damaged file is never written, and a
+//! salvage that fails removes its file.
 //!
 //! A salvaged file is a healthy database holding a subset of the damaged
 //! one's entries: each copied entry is byte for byte what the newest
@@ -52,7 +54,7 @@ pub struct LostPart {
 }
 
 /// What [`Db::salvage`] copied and what it could not.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SalvageReport {
     /// The commit salvaged: of those whose meta page is intact, the one
@@ -93,33 +95,47 @@ pub(crate) enum Verdict {
 pub(crate) type Sieve<'s> = dyn FnMut(&Db, &str, &[u8], &[u8]) -> Result<Verdict> + 's;
 
 /// A salvaged file not yet in place: the layer above may still add to it.
+/// Dropped unfinished (a failure on the way), its file is removed.
 pub(crate) struct Salvaged {
     pub db: Db,
     pub report: SalvageReport,
-    part: PathBuf,
+    /// The file being written; taken once it has its final name.
+    part: Option<PathBuf>,
     to: PathBuf,
 }
 
 impl Salvaged {
-    /// Syncs the new file and renames it into place.
-    pub fn finish(self) -> Result<SalvageReport> {
-        let Salvaged {
-            db,
-            mut report,
-            part,
-            to,
-        } = self;
-        db.sync()?;
-        report.file_size = db.stats().file_size;
-        drop(db);
-        std::fs::rename(&part, &to).map_err(|e| {
-            Error::io(
-                format!("renaming {} to {}", part.display(), to.display()),
-                e,
-            )
+    /// Syncs the new file and gives it its final name, which must still be
+    /// free: linked, not renamed, so that a file created there meanwhile
+    /// is never replaced.
+    pub fn finish(mut self) -> Result<SalvageReport> {
+        self.db.sync()?;
+        self.report.file_size = self.db.stats().file_size;
+        let part = self.part.as_deref().expect("finished once");
+        let to = &self.to;
+        std::fs::hard_link(part, to).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::InvalidOption(format!(
+                    "the salvage's destination {} exists: salvage never replaces a file",
+                    to.display()
+                ))
+            } else {
+                Error::io(format!("linking {} to {}", part.display(), to.display()), e)
+            }
         })?;
-        sync_parent(&to)?;
-        Ok(report)
+        let part = self.part.take().expect("finished once");
+        std::fs::remove_file(&part)
+            .map_err(|e| Error::io(format!("removing {}", part.display()), e))?;
+        sync_parent(to)?;
+        Ok(std::mem::take(&mut self.report))
+    }
+}
+
+impl Drop for Salvaged {
+    fn drop(&mut self) {
+        if let Some(part) = self.part.take() {
+            let _ = std::fs::remove_file(part);
+        }
     }
 }
 
@@ -131,11 +147,13 @@ impl Db {
     ///
     /// `from` is opened read-only (it must not be open for writing
     /// elsewhere), from whichever of the two commits its intact meta pages
-    /// name yields more entries (the newer on a tie), and never written. A page that fails any check is skipped with the
-    /// subtree below it; everything else is copied, in key order, into
-    /// `to` + `.part`, which is synced and renamed to `to`. `to` must not
-    /// exist: salvage never replaces a file. It fails only when `from` has
-    /// no intact meta page or the new file cannot be written.
+    /// name yields more entries (the newer on a tie), and never written.
+    /// A page that fails any check is skipped with the subtree below it;
+    /// everything else is copied, in key order, into `to` + `.part`, which
+    /// is synced and linked to `to` (the temporary name then removed). `to`
+    /// must not exist: salvage never replaces a file, and one that fails
+    /// leaves no file behind. It fails only when `from` has no intact meta
+    /// page or the new file cannot be written.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -190,16 +208,22 @@ pub(crate) fn salvage_into(from: &Path, to: &Path, sieve: &mut Sieve<'_>) -> Res
         .page_size(r.mapped().limits.page_size as u32)
         .durability(Durability::None)
         .open(&part)?;
-    let mut report = SalvageReport {
-        txid: r.txid(),
-        tables: Vec::new(),
-        lost: Vec::new(),
-        rejected: damaged
-            .recovery()
-            .map(|rec| rec.rejected.clone())
-            .unwrap_or_default(),
-        file_size: 0,
+    let mut salvaged = Salvaged {
+        db: copy,
+        report: SalvageReport {
+            txid: r.txid(),
+            tables: Vec::new(),
+            lost: Vec::new(),
+            rejected: damaged
+                .recovery()
+                .map(|rec| rec.rejected.clone())
+                .unwrap_or_default(),
+            file_size: 0,
+        },
+        part: Some(part),
+        to: to.to_path_buf(),
     };
+    let (copy, report) = (&salvaged.db, &mut salvaged.report);
     // Pages beyond the file cannot be read whatever the meta claims: the
     // marks cover the file only.
     let pages = r.hwm().min(r.mapped().file_pages);
@@ -228,14 +252,14 @@ pub(crate) fn salvage_into(from: &Path, to: &Path, sieve: &mut Sieve<'_>) -> Res
         },
     )?;
     for (name, rec) in records {
-        let mut out = Output::begin(&copy, &name)?;
+        let mut out = Output::begin(copy, &name)?;
         walk(
             &r,
             &mut seen,
             rec.root,
             &name,
             &mut report.lost,
-            &mut |key, value| match sieve(&copy, &name, key, value)? {
+            &mut |key, value| match sieve(copy, &name, key, value)? {
                 Verdict::Copy => out.insert(key, value).map(|()| None),
                 Verdict::Skip => Ok(None),
                 Verdict::Lost(reason) => Ok(Some(reason)),
@@ -243,12 +267,7 @@ pub(crate) fn salvage_into(from: &Path, to: &Path, sieve: &mut Sieve<'_>) -> Res
         )?;
         report.tables.push((name, out.finish()?));
     }
-    Ok(Salvaged {
-        db: copy,
-        report,
-        part,
-        to: to.to_path_buf(),
-    })
+    Ok(salvaged)
 }
 
 const CATALOG: &str = "the catalog";
