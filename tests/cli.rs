@@ -292,7 +292,26 @@ fn snapshot_save_copies_a_store_in_use() {
     assert_eq!(a.hash_kv(0).unwrap(), b.hash_kv(0).unwrap());
     assert_eq!(b.compacted_revision().unwrap(), 100);
     assert!(b.db().stats().file_size <= a.db().stats().file_size);
+    let want = a.hash_kv(0).unwrap().hash;
     drop((a, b));
+    // hashkv: equal on the store and its copy, etcd's words below the
+    // compacted revision.
+    for path in [&db, &copy] {
+        assert_eq!(
+            stdout(&revkv(path, &["hashkv"])),
+            format!("{}, {want}\n", path.display())
+        );
+    }
+    let json = stdout(&revkv(&copy, &["-w", "json", "hashkv", "--rev", "200"]));
+    assert!(
+        json.starts_with(r#"[{"Endpoint":"#) && json.contains(r#""compact_revision":100}"#),
+        "{json}"
+    );
+    let err = failure(&revkv(&db, &["hashkv", "--rev", "50"]));
+    assert!(
+        err.contains("mvcc: required revision has been compacted"),
+        "{err}"
+    );
     let json = stdout(&revkv(
         &db,
         &["-w", "json", "snapshot", "save", copy.to_str().unwrap()],

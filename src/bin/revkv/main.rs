@@ -170,6 +170,13 @@ enum Command {
     Defrag,
     /// Revision, compacted revision, sizes, keys, quota, alarms.
     Status,
+    /// The hash of the history up to a revision (etcdctl's `endpoint
+    /// hashkv`): equal on two stores that hold the same versions.
+    Hashkv {
+        /// The revision to hash up to (0: the current one).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+    },
     /// Alarms.
     Alarm {
         #[command(subcommand)]
@@ -263,6 +270,9 @@ fn main() -> ExitCode {
         }
         Command::Defrag => ops::open(&db, quota, false).and_then(|s| ops::defrag(&s, w)),
         Command::Status => ops::open(&db, quota, true).and_then(|s| ops::status(&s, w)),
+        Command::Hashkv { rev } => {
+            ops::open(&db, quota, true).and_then(|s| ops::hashkv(&s, &db, rev, w))
+        }
         Command::Alarm { command } => match command {
             AlarmCommand::List => ops::open(&db, quota, true).map(|s| ops::alarm_list(&s)),
             AlarmCommand::Disarm => {

@@ -321,6 +321,21 @@ pub fn defrag(store: &Store, w: Format) -> revkv::Result<()> {
     Ok(())
 }
 
+pub fn hashkv(store: &Store, path: &Path, rev: i64, w: Format) -> revkv::Result<()> {
+    let h = store.hash_kv(rev)?;
+    match w {
+        Format::Simple => println!("{}, {}", path.display(), h.hash),
+        Format::Json => println!(
+            "[{{\"Endpoint\":{:?},\"HashKV\":{{{},\"hash\":{},\"compact_revision\":{}}}}}]",
+            path.display().to_string(),
+            header(h.header),
+            h.hash,
+            h.compact_revision
+        ),
+    }
+    Ok(())
+}
+
 pub fn status(store: &Store, w: Format) -> revkv::Result<()> {
     let s = store.status()?;
     let keys = store
