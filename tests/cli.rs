@@ -1,8 +1,8 @@
 //! The `revkv` command end to end (built with `--features cli`): etcdctl's
 //! JSON for put/get/del/txn/compaction, errors in etcd's words with a
 //! non-zero exit, no database created by a read-only command, quota alarm
-//! listing and disarming, txn from standard input, snapshot save, check on a
-//! corrupted file, and the demo.
+//! listing and disarming, txn from standard input, snapshot save, hashkv,
+//! check and salvage of a corrupted file, and the demo.
 
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
