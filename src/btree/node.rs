@@ -296,7 +296,7 @@ impl<'a> Node<'a> {
     }
 
     /// The bytes of cell `i`: `self.cell(i).len()`, read from its header
-    /// alone (the fill checks after every removal sum these over the page).
+    /// alone ([`Node::used`] sums these over the page).
     #[inline]
     fn cell_len(&self, i: usize) -> usize {
         let page = self.page;
@@ -314,6 +314,19 @@ impl<'a> Node<'a> {
     /// Bytes used by the header, the slots and the live cells.
     pub fn used(&self) -> usize {
         HEADER_LEN + (0..self.count()).map(|i| self.cell_cost(i)).sum::<usize>()
+    }
+
+    /// Bytes outside the free gap between the slots and the cell area:
+    /// [`Node::used`] plus the bytes of removed cells not yet reclaimed.
+    /// Never less than `used()`, so a page that looks full enough or too
+    /// full to merge by it is left alone, which is always safe; and equal
+    /// to it on every page this code wrote, since a removal closes its hole
+    /// at once ([`NodeMut::remove`]). Constant time: the fill checks after
+    /// every removal ask it of a branch and its siblings, where summing
+    /// `used()` over a hundred cells each was a tenth of a compaction.
+    pub fn occupied(&self) -> usize {
+        let h = Header(self.page);
+        HEADER_LEN + 2 * h.count() + (self.page.len() - h.word() as usize)
     }
 }
 
@@ -436,18 +449,45 @@ impl<'a> NodeMut<'a> {
         true
     }
 
-    /// Removes slot `i`; its bytes become free space at the next compaction.
+    /// Removes slot `i` and closes the hole its cell leaves: the cells
+    /// below it in the page move up by its length, so pages edited here
+    /// hold no unreclaimed bytes and [`Node::occupied`] is exact for them.
+    /// Bytes a page already had unreclaimed (from an older build) move
+    /// with the block between the cell area's start and the hole. A page
+    /// whose cells overlap (damage that passed its checksum) keeps the
+    /// hole instead: moving its cells could push one past the page's end.
     pub fn remove(&mut self, i: usize) {
-        let count = self.view().count();
-        let o = self.view().offset(i);
-        let len = self.view().cell(i).len();
+        let view = self.view();
+        let count = view.count();
+        let o = view.offset(i);
+        let len = view.cell(i).len();
+        let start = self.cells_start();
         let slots = HEADER_LEN + 2 * i;
+        let movable = (0..count).filter(|&j| j != i).all(|j| {
+            let s = view.offset(j);
+            match s < o {
+                true => s + view.cell_len(j) <= o,
+                false => s >= o + len,
+            }
+        });
         self.page
             .copy_within(slots + 2..HEADER_LEN + 2 * count, slots);
         set_count(self.page, count - 1);
-        if o == self.cells_start() {
-            set_word(self.page, (o + len) as u32);
+        if !movable {
+            if o == start {
+                set_word(self.page, (o + len) as u32);
+            }
+            return;
         }
+        self.page.copy_within(start..o, start + len);
+        for j in 0..count - 1 {
+            let at = HEADER_LEN + 2 * j;
+            let s = read_u16(self.page, at) as usize;
+            if s < o {
+                write_u16(self.page, at, (s + len) as u16);
+            }
+        }
+        set_word(self.page, (start + len) as u32);
     }
 
     /// Points branch cell `i` at a new child, in place.
@@ -631,6 +671,108 @@ mod tests {
             assert_eq!(v.value(i), ValueRef::Inline(b"0123456789"));
         }
         validate(&p, 5, &Limits::new(512)).unwrap();
+    }
+
+    /// A leaf of `n` cells keyed `k0, k1, ...` with values of varied length.
+    fn leaf_of(n: u8) -> Vec<u8> {
+        let mut p = leaf(4096);
+        let mut scratch = Vec::new();
+        let mut m = NodeMut::new(&mut p);
+        for i in 0..n {
+            let value = vec![i; 10 + 37 * i as usize];
+            let cell = Cell::Leaf {
+                key: &[b'k', i],
+                value: ValueRef::Inline(&value),
+            };
+            assert!(m.insert(i as usize, &cell, &mut scratch));
+        }
+        p
+    }
+
+    fn keys_and_values(p: &[u8]) -> Vec<(Vec<u8>, usize)> {
+        let v = Node::new(p);
+        (0..v.count())
+            .map(|i| match v.value(i) {
+                ValueRef::Inline(value) => {
+                    assert!(value.iter().all(|&b| b == v.key(i)[1]), "value of cell {i}");
+                    (v.key(i).to_vec(), value.len())
+                }
+                ValueRef::Overflow { .. } => unreachable!("inline values only"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_removal_closes_its_hole_so_occupied_is_exact() {
+        let mut p = leaf_of(12);
+        let mut left: Vec<u8> = (0..12).collect();
+        // Middle, first, last and in between, in an order that leaves
+        // cells on both sides of each hole.
+        for k in [5u8, 0, 11, 3, 8, 1, 10, 6] {
+            let at = left.iter().position(|&x| x == k).unwrap();
+            NodeMut::new(&mut p).remove(at);
+            left.remove(at);
+            let v = Node::new(&p);
+            assert_eq!(v.occupied(), v.used(), "after removing k{k}");
+            validate(&p, 5, &Limits::new(4096)).unwrap();
+            let expected: Vec<(Vec<u8>, usize)> = left
+                .iter()
+                .map(|&i| (vec![b'k', i], 10 + 37 * i as usize))
+                .collect();
+            assert_eq!(keys_and_values(&p), expected, "after removing k{k}");
+        }
+    }
+
+    #[test]
+    fn a_removal_keeps_bytes_an_older_build_left_unreclaimed() {
+        let mut p = leaf_of(6);
+        // An older build's removal of slot 2: the slot goes, its cell's
+        // bytes stay where they were.
+        let count = Node::new(&p).count();
+        p.copy_within(HEADER_LEN + 6..HEADER_LEN + 2 * count, HEADER_LEN + 4);
+        set_count(&mut p, count - 1);
+        let v = Node::new(&p);
+        let garbage = v.occupied() - v.used();
+        assert_eq!(
+            garbage,
+            Cell::Leaf {
+                key: b"k2",
+                value: ValueRef::Inline(&[2; 84]),
+            }
+            .len()
+        );
+        NodeMut::new(&mut p).remove(3); // k4
+        let v = Node::new(&p);
+        assert_eq!(v.occupied() - v.used(), garbage, "the old hole stays");
+        validate(&p, 5, &Limits::new(4096)).unwrap();
+        let expected: Vec<(Vec<u8>, usize)> = [0u8, 1, 3, 5]
+            .iter()
+            .map(|&i| (vec![b'k', i], 10 + 37 * i as usize))
+            .collect();
+        assert_eq!(keys_and_values(&p), expected);
+    }
+
+    #[test]
+    fn a_removal_from_a_page_whose_cells_overlap_moves_nothing() {
+        // Damage that passes validation: the third cell's slot points into
+        // k1's value, where a well-formed cell "k9" was written (keys here
+        // are `k` and a byte, so k9 sorts last). Removing k1
+        // and closing its hole would overwrite k9; the page keeps the hole
+        // instead, and k9 stays readable.
+        let mut p = leaf_of(3);
+        let inner = Node::new(&p).offset(1) + LEAF_CELL_HEADER + 2 + 8;
+        p[inner..inner + 9].copy_from_slice(&[2, 0, 0, 0, 0, 0, 0, b'k', b'9']);
+        write_u16(&mut p, HEADER_LEN + 4, inner as u16);
+        validate(&p, 5, &Limits::new(4096)).unwrap();
+        let mut q = p.clone();
+        NodeMut::new(&mut p).remove(1);
+        let v = Node::new(&p);
+        assert_eq!((v.count(), v.key(1)), (2, &b"k9"[..]));
+        // Removing k0, which nothing overlaps, closes its hole as usual.
+        NodeMut::new(&mut q).remove(0);
+        let v = Node::new(&q);
+        assert_eq!((v.key(0), v.key(1)), (&[b'k', 1][..], &b"k9"[..]));
+        validate(&q, 5, &Limits::new(4096)).unwrap();
     }
 
     #[test]

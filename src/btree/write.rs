@@ -398,7 +398,7 @@ fn rebalance<W: PageStore>(w: &mut W, path: &Path, leaf: PageId) -> Result<()> {
         // over half) beside one left with one would stay two pages under a
         // half-full rule (a fifth more pages after a compaction of a full
         // overwrite); bbolt's quarter leaves such pages a third full.
-        if Node::new(w.dirty(id)).used() >= ps * 2 / 3 {
+        if Node::new(w.dirty(id)).occupied() >= ps * 2 / 3 {
             return Ok(());
         }
         let pnode = Node::new(w.dirty(parent));
@@ -429,12 +429,17 @@ fn rebalance<W: PageStore>(w: &mut W, path: &Path, leaf: PageId) -> Result<()> {
             // only to find it too full cost a page copy and a page write
             // per removal in a compaction.
             let (lnode, rnode) = (w.node(lref)?, w.node(rref)?);
-            let mut combined = lnode.used() + rnode.used() - HEADER_LEN;
-            if !rnode.is_leaf() {
-                // The right page's first key becomes the parent's separator.
-                combined = combined + sep_len - rnode.key(0).len();
-            }
-            if combined <= ps {
+            // The right page's first key becomes the parent's separator.
+            let separator = |combined: usize| match rnode.is_leaf() {
+                true => combined,
+                false => combined + sep_len - rnode.key(0).len(),
+            };
+            // `occupied` first (constant time; equal to `used` on an
+            // intact page this code wrote): the exact sum over the cells,
+            // which the rebuild below needs to fit, only for a merge that
+            // passed it. Most candidates are full neighbours that fail it.
+            let bound = separator(lnode.occupied() + rnode.occupied() - HEADER_LEN);
+            if bound <= ps && separator(lnode.used() + rnode.used() - HEADER_LEN) <= ps {
                 chosen = Some((li, lref, rref));
                 break;
             }
