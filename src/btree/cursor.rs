@@ -112,9 +112,44 @@ impl<'a, S: PageSource + ?Sized> Cursor<'a, S> {
     pub fn seek(&mut self, key: &[u8]) -> Result<bool> {
         self.depth = 0;
         self.stepped = 0;
-        let Some(mut node) = self.root_node()? else {
+        let Some(node) = self.root_node()? else {
             return Ok(false);
         };
+        self.descend_to(node, key)
+    }
+
+    /// Like [`Cursor::seek`], for a `key` at or after the current entry:
+    /// climbs only to the lowest branch whose subtree bounds `key`, not to
+    /// the root. A pass that seeks keys in ascending order (a compaction's
+    /// plan) then reads the branches above its leaf once for many keys,
+    /// not once per key. Anywhere else it is a plain seek.
+    pub fn seek_forward(&mut self, key: &[u8]) -> Result<bool> {
+        if self.key().is_none_or(|at| at > key) {
+            return self.seek(key);
+        }
+        // Invariant: the subtree at `path[d]` holds every key from the
+        // current one up to (not including) the next separator of each
+        // branch above it.
+        let mut d = self.depth - 1;
+        while d > 0 {
+            let (parent, idx) = self.path[d - 1];
+            if parent.is_some_and(|p| idx + 1 < p.count() && key < p.key(idx + 1)) {
+                break;
+            }
+            d -= 1;
+        }
+        // Every level below `self.depth` holds a node (see `push`).
+        let Some(node) = self.path[d].0 else {
+            return self.seek(key);
+        };
+        self.depth = d;
+        self.stepped = 0;
+        self.descend_to(node, key)
+    }
+
+    /// Descends from `node` (the child of the top of the path) to the
+    /// first entry at or after `key`.
+    fn descend_to(&mut self, mut node: Node<'a>, key: &[u8]) -> Result<bool> {
         loop {
             if node.is_leaf() {
                 let idx = match node.search(key) {

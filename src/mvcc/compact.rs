@@ -190,7 +190,9 @@ impl Plan {
             keys::escape_into(key, &mut probe);
             let esc_len = probe.len();
             probe.extend_from_slice(&(!(c.main - 1)).to_be_bytes());
-            let mut found = versions.seek(&probe)?;
+            // Keys come in ascending order: most probes land in the leaf
+            // the last one ended in, or the next.
+            let mut found = versions.seek_forward(&probe)?;
             while let Some((vk, vv)) = found {
                 if vk.len() != esc_len + REV_LEN || vk[..esc_len] != probe[..esc_len] {
                     break;

@@ -139,6 +139,14 @@ impl<'a> TableCursor<'a> {
         self.current(moved)
     }
 
+    /// Moves to the first entry with a key at or after `key`, for a key at
+    /// or after the current entry: reads only the branches below the
+    /// lowest one whose subtree bounds it (see `Cursor::seek_forward`).
+    pub(crate) fn seek_forward(&mut self, key: &[u8]) -> Result<Option<(&'a [u8], &'a [u8])>> {
+        let moved = with_cursor!(self, c => c.seek_forward(key))?;
+        self.current(moved)
+    }
+
     /// Moves to the last entry with a key at or before `key`.
     pub fn seek_back(&mut self, key: &[u8]) -> Result<Option<(&'a [u8], &'a [u8])>> {
         let moved = with_cursor!(self, c => c.seek_back(key))?;
@@ -205,6 +213,64 @@ impl DoubleEndedIterator for Entries<'_> {
         match &mut self.inner {
             EntriesInner::Read(r) => r.next_back(),
             EntriesInner::Write(r) => r.next_back(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::Options;
+
+    /// A seek forward from wherever the cursor stands lands where a seek
+    /// from the root does: probes in ascending order (the case it is for)
+    /// with steps in between, and now and then one behind the cursor
+    /// (which falls back to a plain seek). Dirty pages only, so it runs
+    /// under Miri too.
+    #[test]
+    fn a_seek_forward_lands_where_a_seek_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Options::new()
+            .page_size(512)
+            .open(dir.path().join("db"))
+            .unwrap();
+        let mut w = db.begin_write().unwrap();
+        let t = w.open_table("t").unwrap();
+        let keys = if cfg!(miri) { 300 } else { 3000 };
+        // Even keys only, of varied length, so odd probes fall between.
+        let key = |i: u32| format!("key-{:06}{}", 2 * i, "x".repeat((i % 7) as usize));
+        for i in 0..keys {
+            w.insert(t, key(i).as_bytes(), &[i as u8; 20]).unwrap();
+        }
+        let seed = 0x5eed_f0e5u64;
+        let mut rng = seed;
+        let mut next_random = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut forward = w.cursor(t).unwrap();
+        let mut probe = 0u64;
+        for round in 0..2000 {
+            probe = match next_random() % 16 {
+                0 => probe.saturating_sub(next_random() % 400),
+                1 => 0,
+                _ => probe + next_random() % 9,
+            };
+            let sought = format!("key-{probe:06}");
+            let got = forward.seek_forward(sought.as_bytes()).unwrap();
+            let want = w.cursor(t).unwrap().seek(sought.as_bytes()).unwrap();
+            assert_eq!(got, want, "seed {seed:#x}, round {round}, probe {sought}");
+            if got.is_some() && next_random() % 3 == 0 {
+                let got = forward.next().unwrap();
+                let mut plain = w.cursor(t).unwrap();
+                plain.seek(sought.as_bytes()).unwrap();
+                assert_eq!(got, plain.next().unwrap(), "seed {seed:#x}, round {round}");
+            }
+            if probe > 2 * keys as u64 + 50 {
+                probe = 0;
+            }
         }
     }
 }
