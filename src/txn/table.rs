@@ -236,7 +236,7 @@ mod tests {
             .unwrap();
         let mut w = db.begin_write().unwrap();
         let t = w.open_table("t").unwrap();
-        let keys = if cfg!(miri) { 300 } else { 3000 };
+        let (keys, rounds) = if cfg!(miri) { (120, 120) } else { (3000, 2000) };
         // Even keys only, of varied length, so odd probes fall between.
         let key = |i: u32| format!("key-{:06}{}", 2 * i, "x".repeat((i % 7) as usize));
         for i in 0..keys {
@@ -252,7 +252,7 @@ mod tests {
         };
         let mut forward = w.cursor(t).unwrap();
         let mut probe = 0u64;
-        for round in 0..2000 {
+        for round in 0..rounds {
             probe = match next_random() % 16 {
                 0 => probe.saturating_sub(next_random() % 400),
                 1 => 0,
