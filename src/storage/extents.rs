@@ -373,6 +373,63 @@ impl ExtentSet {
     }
 }
 
+/// A set of page numbers with the interface of an ordered set of ids,
+/// kept as an [`ExtentSet`]: inserting and removing one id is a few bit
+/// operations instead of a walk down an ordered tree, and the ids come out
+/// in ascending order. For the writer's sets of pages held in memory, which
+/// a full commit updates once for each of its thousand pages.
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
+pub struct PageSet(ExtentSet);
+
+impl PageSet {
+    /// Adds `id`; false if it was there.
+    pub fn insert(&mut self, id: PageId) -> bool {
+        self.0.insert(id, 1)
+    }
+
+    /// Removes `id`; false if it was not there.
+    pub fn remove(&mut self, id: &PageId) -> bool {
+        self.0.remove(*id, 1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.pages() as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The ids in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = PageId> + '_ {
+        self.0.iter().flat_map(|(start, len)| start..start + len)
+    }
+
+    /// Moves every id of `other` into this set, leaving `other` empty.
+    pub fn append(&mut self, other: &mut PageSet) {
+        for (start, len) in std::mem::take(other).0.iter() {
+            self.0.insert_overlapping(start, len);
+        }
+    }
+}
+
+impl Extend<PageId> for PageSet {
+    fn extend<I: IntoIterator<Item = PageId>>(&mut self, ids: I) {
+        for id in ids {
+            self.insert(id);
+        }
+    }
+}
+
+impl IntoIterator for PageSet {
+    type Item = PageId;
+    type IntoIter = std::vec::IntoIter<PageId>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter().collect::<Vec<_>>().into_iter()
+    }
+}
+
 /// The mask of `n` bits (1 to 64) from bit `bit` up.
 #[inline]
 fn mask(bit: u64, n: u64) -> u64 {
@@ -492,6 +549,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_page_set_is_an_ordered_set_of_ids() {
+        let mut a = PageSet::default();
+        let mut model = BTreeSet::new();
+        // Neighbours, a gap, ids across a chunk boundary, repeats.
+        for id in [7u64, 9, 8, 4095, 4096, 4097, 100_000, 9, 3] {
+            assert_eq!(a.insert(id), model.insert(id), "insert {id}");
+        }
+        for id in [8u64, 8, 4096, 5] {
+            assert_eq!(a.remove(&id), model.remove(&id), "remove {id}");
+        }
+        assert_eq!(
+            a.iter().collect::<Vec<_>>(),
+            model.iter().copied().collect::<Vec<_>>()
+        );
+        assert_eq!((a.len(), a.is_empty()), (model.len(), false));
+        let mut b = PageSet::default();
+        b.extend([8u64, 9, 200_000]);
+        a.append(&mut b);
+        model.extend([8u64, 9, 200_000]);
+        assert!(b.is_empty());
+        assert_eq!(
+            a.clone().into_iter().collect::<Vec<_>>(),
+            model.into_iter().collect::<Vec<_>>()
+        );
     }
 
     #[test]

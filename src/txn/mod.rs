@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use crate::btree::node::Limits;
 use crate::btree::Root;
 use crate::error::{PageId, Result};
-use crate::storage::extents::ExtentSet;
+use crate::storage::extents::{ExtentSet, PageSet};
 use crate::storage::file::DbFile;
 use crate::storage::mapping::Mapping;
 use crate::storage::meta::Meta;
@@ -282,11 +282,11 @@ pub(crate) struct Writer {
     pub written_txid: u64,
     /// Pages (first page of a run) in [`Shared::unwritten`] that the last
     /// commit still reaches: what the next write-out must write.
-    pub unwritten_live: BTreeSet<PageId>,
+    pub unwritten_live: PageSet,
     /// Pages in [`Shared::unwritten`] that the last commit still reaches and
     /// that a sync's write-ahead already put in the file and synced: the
     /// next write-out retires them without writing them again.
-    pub written_ahead: BTreeSet<PageId>,
+    pub written_ahead: PageSet,
     /// Pages a write-ahead in flight is writing (see `txn::sync`): not
     /// reused until it ends.
     pub writing_ahead: BTreeSet<PageId>,

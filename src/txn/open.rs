@@ -14,7 +14,7 @@ use super::table::TableRecord;
 use super::{readers, Db, Options, Published, Recovery, Shared, Space, State, Writer};
 use crate::btree::node::{Limits, ValueRef};
 use crate::error::{Error, Result};
-use crate::storage::extents::ExtentSet;
+use crate::storage::extents::{ExtentSet, PageSet};
 use crate::storage::file::DbFile;
 use crate::storage::mapping::Mapping;
 use crate::storage::meta::{Meta, META_LEN};
@@ -145,8 +145,8 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         durable_slot: slot,
         unsynced_pages: 0,
         written_txid: meta.txid,
-        unwritten_live: BTreeSet::new(),
-        written_ahead: BTreeSet::new(),
+        unwritten_live: PageSet::default(),
+        written_ahead: PageSet::default(),
         writing_ahead: BTreeSet::new(),
         deferred: Vec::new(),
         trim_to: None,

@@ -83,7 +83,7 @@ impl WriteAhead {
         let file_pages = w.file_len / ps;
         let mut ids = Vec::with_capacity(w.unwritten_live.len());
         let (mut pages, mut complete) = (0, true);
-        for &id in &w.unwritten_live {
+        for id in w.unwritten_live.iter() {
             // Every live entry is in memory (`unwritten_live` says so); a
             // missing one is reported when the write-ahead reads it.
             let span = shared
@@ -851,14 +851,7 @@ mod tests {
         let db = with_pages_held(&path);
         let expected = contents(&db);
         let older = db.begin_read().unwrap();
-        let ahead: Vec<PageId> = db
-            .shared
-            .writer
-            .lock()
-            .unwritten_live
-            .iter()
-            .copied()
-            .collect();
+        let ahead: Vec<PageId> = db.shared.writer.lock().unwritten_live.iter().collect();
         let txid = db.shared.lock_writer().meta.txid;
         assert!(!ahead.is_empty());
         // Whether memory holds the written-ahead version of any of them (a

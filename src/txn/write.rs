@@ -607,7 +607,7 @@ impl WriteTxn {
                 .writer
                 .unwritten_live
                 .iter()
-                .filter_map(|&id| self.shared.unwritten.get(id))
+                .filter_map(|id| self.shared.unwritten.get(id))
                 .map(|b| b.len())
                 .sum();
             ((dirty_bytes + held) / ps) as u64
@@ -885,7 +885,7 @@ impl WriteTxn {
             }
             let mut held = std::mem::take(&mut w.unwritten_live);
             held.append(&mut w.written_ahead);
-            for &id in &held {
+            for id in held.iter() {
                 if let Some(buf) = unwritten.get(id) {
                     self.shared.verified.insert(id, (buf.len() / ps) as u64);
                 }
