@@ -32,7 +32,9 @@
 //! * immediate: each slice its own write transaction, giving way to a
 //!   waiting writer (see `txn::writer_lock`) after [`MIN_SLICE`].
 //!
-//! In both a slice also ends when its transaction holds 1024 pages. Between
+//! A slice also ends when its transaction holds [`SLICE_MAX_PAGES`] (in
+//! batched mode the parked transaction's limit, 4096, which it then
+//! commits). Between
 //! slices compaction paces itself to the disk
 //! (`Db::pace_background`): it dirties pages far faster than the disk
 //! takes them, and left alone it would pile them up for a sync's commit to
@@ -63,6 +65,10 @@ pub const BATCH: usize = 65_536;
 /// one revision per batch, and the per-batch costs (a durable commit each)
 /// would starve it.
 pub const MIN_SLICE: Duration = Duration::from_micros(200);
+
+/// Most pages one slice's write transaction holds in immediate mode: its
+/// commit is durable, and a writer waiting for the lock waits for it.
+pub const SLICE_MAX_PAGES: usize = 1024;
 
 /// One stored version to remove.
 struct Removal {

@@ -88,9 +88,10 @@ pub enum CommitMode {
     /// transaction: a page many of them touch is copied once, not once per
     /// write. Point reads (a range of one key) read through it; any other
     /// read, a sync, compaction, defragmentation or a storage-level
-    /// [`Db::begin_write`] commits it first (at most 1024 pages of work),
-    /// and so does the writer itself whenever anyone else waits for the
-    /// writer lock or the transaction holds 1024 pages. Storage-level
+    /// [`Db::begin_write`] commits it first (at most 4096 pages of work, a
+    /// few milliseconds), and so does the writer itself whenever anyone
+    /// else waits for the writer lock or the transaction holds 4096 pages.
+    /// Storage-level
     /// readers ([`Db::begin_read`]) see parked writes once they are
     /// committed.
     ///
@@ -203,7 +204,9 @@ impl StoreOptions {
     /// not bound how long compaction holds the writer: a plan is applied
     /// in slices that end when a writer waits (with
     /// [`CommitMode::Immediate`] after at least 200 us, each slice its own
-    /// write transaction) or when the transaction holds 1024 pages.
+    /// write transaction) or when the transaction holds 1024 pages (4096
+    /// in batched mode, where the slice's pages are the parked
+    /// transaction's).
     pub fn compaction_batch(mut self, entries: usize) -> StoreOptions {
         self.compaction_batch = entries.max(1);
         self
@@ -307,7 +310,8 @@ impl Drop for Inner {
 /// the last commit waits at most for the write or the slice of compaction
 /// or defragmentation being applied (microseconds); a point read of any
 /// other key reads the last commit and never waits; any other read waits
-/// for the commit of the parked writes (at most 1024 pages of work): the
+/// for the commit of the parked writes (at most 4096 pages of work, a few
+/// milliseconds): the
 /// price of seeing every acknowledged write without a commit per write.
 #[derive(Clone)]
 pub struct Store {
@@ -365,8 +369,8 @@ enum CompactionStep {
 
 /// One turn of the physical compaction in `w`: applies the plan in hand
 /// (see `compact::Plan::apply` for `give_way`) until `give_way` says so or
-/// `w` holds [`PARK_MAX_PAGES`] pages (a plan's removals could otherwise
-/// pile up a whole plan's pages in one transaction). Only one caller runs
+/// `w` holds `max_pages` pages (a plan's removals could otherwise pile up
+/// a whole plan's pages in one transaction). Only one caller runs
 /// compaction at a time (`Inner::compacting`), so only this caller's plans
 /// move its progress, and the tables are read only between plans.
 ///
@@ -377,6 +381,7 @@ enum CompactionStep {
 fn compaction_step(
     w: &mut WriteTxn,
     plan: &mut Option<compact::Plan>,
+    max_pages: usize,
     mut give_way: impl FnMut(&WriteTxn) -> bool,
 ) -> Result<CompactionStep> {
     let t = tables(w)?;
@@ -387,7 +392,7 @@ fn compaction_step(
         let progress = read_u64(w, t.meta, META_PROGRESS)?.unwrap_or(0);
         return Ok(CompactionStep::Replan { progress, target });
     };
-    p.apply(w, t, |w| w.dirty_pages() >= PARK_MAX_PAGES || give_way(w))?;
+    p.apply(w, t, |w| w.dirty_pages() >= max_pages || give_way(w))?;
     if !p.is_used_up() {
         return Ok(CompactionStep::Applied);
     }
@@ -1108,7 +1113,10 @@ impl Store {
             let step = if let CommitMode::Batched { .. } = self.inner.opts.commit {
                 db.let_parked_waiters_in();
                 let mut resumed = db.resume_parked()?;
-                match compaction_step(resumed.txn(), &mut plan, |_| db.parked_contended()) {
+                let step = compaction_step(resumed.txn(), &mut plan, PARK_MAX_PAGES, |_| {
+                    db.parked_contended()
+                });
+                match step {
                     Ok(step) => {
                         resumed.park(true)?;
                         step
@@ -1123,7 +1131,7 @@ impl Store {
             } else {
                 let mut w = db.begin_write_yielding()?;
                 let began = Instant::now();
-                let step = compaction_step(&mut w, &mut plan, |w| {
+                let step = compaction_step(&mut w, &mut plan, compact::SLICE_MAX_PAGES, |w| {
                     w.writer_waiting() && began.elapsed() >= compact::MIN_SLICE
                 })?;
                 w.commit()?;
@@ -1262,5 +1270,53 @@ mod tests {
         // Once committed nothing is marked.
         store.sync().unwrap();
         assert!(!store.inner.db.parked_may_hold(b"parked"));
+    }
+
+    /// The parked transaction stays open while its writes hold fewer than
+    /// `PARK_MAX_PAGES` pages and is committed by the write that fills it:
+    /// the limit bounds what a reader waits for, and nothing commits
+    /// earlier (each commit makes later writes copy their paths again).
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri the mapping is a copy of the file taken when it is made: it does not see later commits"
+    )]
+    fn the_parked_transaction_is_committed_by_the_write_that_fills_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = batched_store_that_syncs_when_asked(dir.path());
+        let value = [7u8; 1000];
+        let parked_pages = || store.inner.db.read_parked(|t| t.dirty_pages());
+        let txid = store.db().stats().txid;
+        let mut held = 0;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0.. {
+            // Keys in random order, so writes touch leaves all over.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            store
+                .put(format!("/k/{x:016x}").as_bytes(), &value)
+                .unwrap();
+            match parked_pages() {
+                Some(pages) => {
+                    assert!(pages < PARK_MAX_PAGES, "{pages} pages parked at write {i}");
+                    assert_eq!(store.db().stats().txid, txid, "committed at write {i}");
+                    held = pages;
+                }
+                None => {
+                    // One write adds a leaf and its path: a few pages.
+                    assert!(
+                        held + 16 >= PARK_MAX_PAGES,
+                        "committed at write {i} holding only {held} pages"
+                    );
+                    assert!(store.db().stats().txid > txid);
+                    break;
+                }
+            }
+        }
+        let got = store
+            .range(b"/k/", b"/k0", &RangeOptions::default())
+            .unwrap();
+        assert!(got.kvs.len() > PARK_MAX_PAGES / 4, "{} keys", got.kvs.len());
     }
 }

@@ -50,8 +50,14 @@ use crate::error::{Error, Result};
 
 /// Most pages a parked transaction may hold in memory: a reader that needs
 /// the parked writes committed waits for a commit of at most this many
-/// pages (checksums and bookkeeping: well under a millisecond).
-pub(crate) const PARK_MAX_PAGES: usize = 1024;
+/// pages (checksums and bookkeeping, about 0.6 us a page: 2.1-2.5 ms for
+/// 3,500 pages of random puts at 1M keys, against 0.4-0.7 ms at the 1024
+/// of earlier builds). Each commit makes the writes after it copy their
+/// root-to-leaf paths afresh, and the write that fills the transaction
+/// pays for its commit: at 1024 pages, compaction's removals filled it
+/// often enough that the slowest 1% of puts beside compaction took 4x
+/// their idle time; at 4096, 2.1x (docs/benchmarks.md).
+pub(crate) const PARK_MAX_PAGES: usize = 4096;
 
 /// The slot of the parked transaction.
 #[derive(Default)]
