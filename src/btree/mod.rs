@@ -8,6 +8,7 @@
 
 pub mod cursor;
 pub mod node;
+pub mod relocate;
 pub mod write;
 
 use crate::error::Result;

@@ -13,7 +13,7 @@
 use super::node::{separator, split_point, Cell, Node, NodeMut, ValueRef};
 use super::{PageSource, Root, MAX_DEPTH};
 use crate::error::{Error, PageId, Result};
-use crate::storage::page::{Header, PageKind, PageRef, HEADER_LEN};
+use crate::storage::page::{PageKind, PageRef, HEADER_LEN};
 
 /// The writer's view of pages: reads like any [`PageSource`], plus dirty
 /// pages it may change.
@@ -44,14 +44,18 @@ pub trait PageStore: PageSource {
 }
 
 /// The dirty path from the root to a leaf: (page, child index taken).
-struct Path {
+pub(super) struct Path {
     steps: [(PageId, usize); MAX_DEPTH],
     depth: usize,
 }
 
 /// Makes the root-to-leaf path for `key` dirty; returns the path of branch
 /// pages and the dirty leaf.
-fn dirty_path<W: PageStore>(w: &mut W, root: &mut Root, key: &[u8]) -> Result<(Path, PageId)> {
+pub(super) fn dirty_path<W: PageStore>(
+    w: &mut W,
+    root: &mut Root,
+    key: &[u8],
+) -> Result<(Path, PageId)> {
     dirty_path_by(w, root, |node, _| node.child_index(key))
 }
 
@@ -586,110 +590,4 @@ pub fn seal_tree<W: PageStore>(w: &mut W, root: Root) -> Root {
     }
     let crc = crate::storage::page::seal(w.dirty(root.id));
     PageRef { crc, ..root }
-}
-
-/// Moves every page of the tree that lies at or above `limit` (tree pages
-/// and overflow runs) to a newly allocated page, leaf by leaf in key order,
-/// starting at the leaf holding `from`. Stops after about `budget` pages were
-/// moved, or after looking at `4 * budget` leaves (most need nothing: without
-/// this bound a step could pass thousands of them), and returns the key to
-/// resume from, or None when the whole tree was passed. New pages come from
-/// the lowest free pages, so the tree moves toward the start of the file;
-/// defragmentation uses this to empty the file's tail in small steps.
-pub fn relocate<W: PageStore>(
-    w: &mut W,
-    root: &mut Root,
-    limit: PageId,
-    from: &[u8],
-    budget: usize,
-) -> Result<(usize, Option<Vec<u8>>)> {
-    let looks = budget.saturating_mul(4);
-    let mut key = from.to_vec();
-    let (mut moved, mut looked) = (0, 0);
-    while !root.is_none() {
-        // Read-only, from `key`, one leaf after the other without seeking
-        // again: the first leaf that needs moving, and the key after it.
-        let (first, next) = {
-            let mut c = super::cursor::Cursor::new(&*w, *root);
-            c.seek(&key)?;
-            if c.key().is_none() {
-                // `key` is past the last entry: only the path may need moving.
-                let high = c.path().any(|n| n.id() >= limit);
-                if high {
-                    let last = {
-                        let mut c = super::cursor::Cursor::new(&*w, *root);
-                        c.last()?.then(|| c.key().map(<[u8]>::to_vec)).flatten()
-                    };
-                    if let Some(last) = last {
-                        moved += relocate_path(w, root, &last, limit)?;
-                    }
-                }
-                return Ok((moved, None));
-            }
-            loop {
-                looked += 1;
-                let leaf = c.path().last().expect("a leaf");
-                let high_path = c.path().any(|n| n.id() >= limit);
-                let high_overflow = (0..leaf.count()).any(
-                    |i| matches!(leaf.value(i), ValueRef::Overflow { page, .. } if page.id >= limit),
-                );
-                let first = (high_path || high_overflow)
-                    .then(|| c.key().map(<[u8]>::to_vec))
-                    .flatten();
-                let more = c.next_leaf_first()?;
-                if first.is_some() || !more || looked >= looks {
-                    break (first, more.then(|| c.key().map(<[u8]>::to_vec)).flatten());
-                }
-            }
-        };
-        if let Some(first) = first {
-            moved += relocate_path(w, root, &first, limit)?;
-        }
-        match next {
-            Some(k) if moved < budget && looked < looks => key = k,
-            Some(k) => return Ok((moved, Some(k))),
-            None => return Ok((moved, None)),
-        }
-    }
-    Ok((moved, None))
-}
-
-/// Makes the path to the leaf holding `key` dirty (moving every page on it)
-/// and copies the leaf's overflow runs at or above `limit` to new runs.
-/// Returns the number of pages moved.
-fn relocate_path<W: PageStore>(
-    w: &mut W,
-    root: &mut Root,
-    key: &[u8],
-    limit: PageId,
-) -> Result<usize> {
-    let before: Vec<PageId> = {
-        let mut c = super::cursor::Cursor::new(&*w, *root);
-        c.seek(key)?;
-        c.path()
-            .filter(|n| Header(n.bytes()).txid() != w.txid())
-            .map(|n| n.id())
-            .collect()
-    };
-    let (_, leaf) = dirty_path(w, root, key)?;
-    let mut moved = before.len();
-    let count = Node::new(w.dirty(leaf)).count();
-    for i in 0..count {
-        let v = Node::new(w.dirty(leaf)).value(i);
-        if let ValueRef::Overflow { page, len } = v {
-            if page.id >= limit && page.txid != w.txid() {
-                let copy = w.overflow(page, len)?.to_vec();
-                // A run moved to the end of the file would only have to move
-                // again: leave it where it is when no hole below is long
-                // enough (the file then shrinks to just past it).
-                if let Some(new) = w.write_overflow_below(&copy, page.id)? {
-                    w.free_overflow(page, len);
-                    NodeMut::new(w.dirty(leaf)).set_overflow(i, new);
-                    moved +=
-                        crate::storage::page::span_for(len as usize, w.limits().page_size) as usize;
-                }
-            }
-        }
-    }
-    Ok(moved)
 }

@@ -9,12 +9,15 @@
 //! page:
 //!
 //! 1. limit = pages the last commit references, plus a little slack;
-//! 2. relocation batches: each copies up to `batch_pages` pages from at or
-//!    above the limit to the lowest free pages (copy-on-write does the
-//!    rest: the old pages are freed by the commit). With
+//! 2. relocation plans, each made on a snapshot without the writer, find
+//!    the leaves whose path or overflow runs reach the limit (most leaves
+//!    need nothing, and looking at them is most of the work); relocation
+//!    batches then copy those pages, if still at or above the limit, to the
+//!    lowest free pages, up to `batch_pages` pages each (copy-on-write does
+//!    the rest: the old pages are freed by the commit). With
 //!    [`Durability::None`](crate::Durability) (a batched store's database)
 //!    a batch runs in the parked transaction (`txn::parked`) between
-//!    foreground writes, giving way after any step of a few pages that a
+//!    foreground writes, giving way after any step of a few leaves that a
 //!    writer waits behind, and is not committed on its own; a sync (its
 //!    writes ahead of the writer lock) follows every four batches' worth
 //!    of pages moved, so the pages they free become reusable for the next.
@@ -42,7 +45,7 @@
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
-use crate::txn::write::RelocatePosition;
+use crate::txn::relocate::{RelocatePosition, Relocations};
 use crate::{Db, Durability, WriteTxn};
 
 /// How defragmentation runs; a builder.
@@ -116,34 +119,37 @@ const SYNC_EVERY_BATCHES: usize = 4;
 /// for a waiting writer.
 const MIN_SLICE: Duration = Duration::from_micros(200);
 
-/// Pages one step of a batch moves before it looks for a waiting writer:
+/// Leaves one step of a batch moves before it looks for a waiting writer:
 /// in a transaction of its own, and in the parked transaction (where a
-/// writer waits for the step in hand and nothing else: no commit).
-const STEP_PAGES: usize = 16;
-const PARKED_STEP_PAGES: usize = 4;
+/// writer waits for the step in hand and nothing else: no commit). A leaf
+/// moved copies its page and any page above it not yet copied.
+const STEP_LEAVES: usize = 16;
+const PARKED_STEP_LEAVES: usize = 4;
 
-/// One relocation batch: up to `budget` pages in steps of `step`, fewer
-/// when `give_way` says to stop (asked after every step). Returns whether
-/// the pass is done and the pages moved.
+/// Leaves one relocation plan looks at, on a snapshot taken for it. The
+/// snapshot keeps the pages freed meanwhile from reuse until it ends, so it
+/// is short: a few milliseconds at most.
+const PLAN_LEAVES: usize = 4096;
+
+/// One relocation batch: the planned leaves from where `plan` stands, up to
+/// about `budget` pages, in steps of `step` leaves, fewer when `give_way`
+/// says to stop (asked after every step). Returns the pages moved.
 fn relocate_batch(
     w: &mut WriteTxn,
     limit: u64,
-    pos: &mut RelocatePosition,
+    plan: &mut Relocations,
     budget: usize,
     step: usize,
     mut give_way: impl FnMut(&WriteTxn) -> bool,
-) -> Result<(bool, usize)> {
+) -> Result<usize> {
     let mut moved = 0;
-    loop {
-        let (done, m) = w.relocate_tail(limit, pos, step.min(budget - moved))?;
-        moved += m;
-        if done {
-            return Ok((true, moved));
-        }
+    while !plan.is_used_up() {
+        moved += w.relocate(limit, plan, step, budget - moved)?;
         if moved >= budget || give_way(w) {
-            return Ok((false, moved));
+            break;
         }
     }
+    Ok(moved)
 }
 
 impl Db {
@@ -173,19 +179,19 @@ impl Db {
         self.defrag_with(&DefragOptions::default())
     }
 
-    /// One relocation batch. With [`Durability::None`] (a batched store's
-    /// database) it runs in the parked transaction, between foreground
-    /// writes, giving way after any step that someone waits behind: no
-    /// commit per batch, a writer waits for a few pages' copies at most.
-    /// Otherwise it is a transaction of its own that gives way to a waiting
-    /// writer after [`MIN_SLICE`]. Returns whether the pass is done, the
-    /// pages moved and how long the batch held the writer.
+    /// One relocation batch of the leaves `plan` names. With
+    /// [`Durability::None`] (a batched store's database) it runs in the
+    /// parked transaction, between foreground writes, giving way after any
+    /// step that someone waits behind: no commit per batch, a writer waits
+    /// for a few leaves' copies at most. Otherwise it is a transaction of its
+    /// own that gives way to a waiting writer after [`MIN_SLICE`]. Returns
+    /// the pages moved and how long the batch held the writer.
     fn relocation_batch(
         &self,
         limit: u64,
-        pos: &mut RelocatePosition,
+        plan: &mut Relocations,
         opts: &DefragOptions,
-    ) -> Result<(bool, usize, Duration)> {
+    ) -> Result<(usize, Duration)> {
         if self.shared.durability == Durability::None {
             self.let_parked_waiters_in();
             let mut resumed = self.resume_parked()?;
@@ -193,15 +199,15 @@ impl Db {
             let batch = relocate_batch(
                 resumed.txn(),
                 limit,
-                pos,
+                plan,
                 opts.batch_pages,
-                PARKED_STEP_PAGES,
+                PARKED_STEP_LEAVES,
                 |_| self.parked_contended(),
             );
             return match batch {
-                Ok((done, moved)) => {
+                Ok(moved) => {
                     resumed.park(true)?;
-                    Ok((done, moved, began.elapsed()))
+                    Ok((moved, began.elapsed()))
                 }
                 // Acknowledged writes may share the transaction, now in an
                 // unknown state: neither can be kept.
@@ -213,12 +219,11 @@ impl Db {
         }
         let mut w = self.begin_write_yielding()?;
         let began = Instant::now();
-        let (done, moved) =
-            relocate_batch(&mut w, limit, pos, opts.batch_pages, STEP_PAGES, |w| {
-                w.writer_waiting() && began.elapsed() >= MIN_SLICE
-            })?;
+        let moved = relocate_batch(&mut w, limit, plan, opts.batch_pages, STEP_LEAVES, |w| {
+            w.writer_waiting() && began.elapsed() >= MIN_SLICE
+        })?;
         w.commit()?;
-        Ok((done, moved, began.elapsed()))
+        Ok((moved, began.elapsed()))
     }
 
     /// Defragments the file online; see the [module docs](crate::defrag).
@@ -242,15 +247,23 @@ impl Db {
             let limit = live + live / 64 + 16;
             if s.allocated_pages > limit {
                 let mut pos = RelocatePosition::default();
+                let mut plan = Relocations::default();
                 let mut unsynced_moves = 0;
                 loop {
-                    let (done, moved, held) = self.relocation_batch(limit, &mut pos, opts)?;
+                    if plan.is_used_up() {
+                        // On a snapshot, without the writer: most leaves
+                        // need nothing, and looking at them is most of the
+                        // work.
+                        let snapshot = self.begin_read()?;
+                        if snapshot.plan_relocations(limit, &mut pos, PLAN_LEAVES, &mut plan)? {
+                            break;
+                        }
+                        continue;
+                    }
+                    let (moved, held) = self.relocation_batch(limit, &mut plan, opts)?;
                     report.pages_moved += moved as u64;
                     report.longest_batch = report.longest_batch.max(held);
                     report.batches += 1;
-                    if done {
-                        break;
-                    }
                     // Pages a batch frees are reusable only once a durable
                     // commit no longer reaches them: unsynced batches would
                     // leave the next ones no room below the limit, and they
@@ -336,42 +349,43 @@ mod tests {
         let db = fragmented(dir.path());
         let limit = db.stats().bytes_in_use / db.stats().page_size as u64 + 16;
         let long_ago = Instant::now().checked_sub(MIN_SLICE * 2).unwrap();
+        // The table's leaves to move (the catalog's root is low).
+        let plan = || {
+            let r = db.begin_read().unwrap();
+            let (mut pos, mut plan) = (RelocatePosition::default(), Relocations::default());
+            while plan.table.is_none() {
+                assert!(!r
+                    .plan_relocations(limit, &mut pos, 1 << 20, &mut plan)
+                    .unwrap());
+            }
+            assert!(plan.plan.len() > STEP_LEAVES, "{} leaves", plan.plan.len());
+            plan
+        };
 
         let mut w = db.begin_write().unwrap();
         let waiting = |w: &WriteTxn| w.writer_waiting() && long_ago.elapsed() >= MIN_SLICE;
-        let (done, all) = relocate_batch(
-            &mut w,
-            limit,
-            &mut RelocatePosition::default(),
-            10_000,
-            STEP_PAGES,
-            waiting,
-        )
-        .unwrap();
+        let mut whole = plan();
+        let all = relocate_batch(&mut w, limit, &mut whole, 10_000, STEP_LEAVES, waiting).unwrap();
         assert!(
-            done && all > STEP_PAGES,
-            "nobody waits: the whole pass ({all} pages)"
+            whole.is_used_up() && all > STEP_LEAVES,
+            "nobody waits: the whole plan ({all} pages)"
         );
         drop(w);
 
         db.shared.waiting.pretend_foreground(1);
         let mut w = db.begin_write().unwrap();
-        let mut pos = RelocatePosition::default();
-        let (done, first) =
-            relocate_batch(&mut w, limit, &mut pos, 10_000, STEP_PAGES, waiting).unwrap();
+        let mut stepped = plan();
+        let first =
+            relocate_batch(&mut w, limit, &mut stepped, 10_000, STEP_LEAVES, waiting).unwrap();
         assert!(
-            !done && first > 0 && first < all,
+            !stepped.is_used_up() && stepped.applied == STEP_LEAVES && first > 0 && first < all,
             "one step: {first} of {all} pages"
         );
-        // It resumes where it stopped, and the pass still covers everything.
+        // It resumes where it stopped, and the plan still covers everything.
         let mut moved = first;
-        loop {
-            let (done, m) =
-                relocate_batch(&mut w, limit, &mut pos, 10_000, STEP_PAGES, waiting).unwrap();
-            moved += m;
-            if done {
-                break;
-            }
+        while !stepped.is_used_up() {
+            moved +=
+                relocate_batch(&mut w, limit, &mut stepped, 10_000, STEP_LEAVES, waiting).unwrap();
         }
         assert_eq!(moved, all);
         drop(w);

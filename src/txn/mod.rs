@@ -13,6 +13,7 @@ mod pages;
 pub(crate) mod parked;
 pub(crate) mod read;
 mod readers;
+pub(crate) mod relocate;
 pub(crate) mod salvage;
 mod sync;
 pub(crate) mod table;

@@ -27,6 +27,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use super::pages::MappedPages;
+use super::relocate::Relocations;
 use super::sync::WriteAhead;
 use super::table::{
     check_table_name, CursorInner, Entries, EntriesInner, Table, TableCursor, TableRecord, TxnRead,
@@ -35,6 +36,7 @@ use super::writer_lock::WriterGuard;
 use super::{Durability, Published, Retired, Shared, Writer, RETIRE_PER_CALL, RETIRE_PER_PARKED};
 use crate::btree::cursor::{Cursor, Range};
 use crate::btree::node::{Limits, Node, NodeMut};
+use crate::btree::relocate::relocate_leaf;
 use crate::btree::write::{self as tree, PageStore};
 use crate::btree::{self, PageSource, Root};
 use crate::error::{Error, PageId, Result};
@@ -190,14 +192,6 @@ pub struct WriteTxn {
 
 /// The largest step by which a commit grows the file.
 const GROW_MAX: u64 = 64 << 20;
-
-/// Where a relocation pass stands: tree 0 is the catalog, tree i > 0 the
-/// i-th table in name order; `key` is the key to resume at.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct RelocatePosition {
-    pub tree: usize,
-    pub key: Vec<u8>,
-}
 
 /// Who begins a write transaction.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -389,75 +383,53 @@ impl WriteTxn {
         Ok(true)
     }
 
-    /// Moves pages at or above `limit` toward the start of the file: the
-    /// catalog's, then each table's in name order, resuming at `pos` and
-    /// stopping after about `budget` pages. Returns true when every tree was
-    /// passed. Used by defragmentation.
-    pub(crate) fn relocate_tail(
+    /// Moves planned leaves (see `txn::relocate`) whose pages or overflow
+    /// runs still lie at or above `limit` toward the start of the file, from
+    /// where `r` stands: at most `max_leaves` leaves, stopping once about
+    /// `budget` pages were moved. Returns the pages moved. A planned table
+    /// dropped since is skipped. Used by defragmentation.
+    pub(crate) fn relocate(
         &mut self,
         limit: PageId,
-        pos: &mut RelocatePosition,
+        r: &mut Relocations,
+        max_leaves: usize,
         budget: usize,
-    ) -> Result<(bool, usize)> {
-        let mut moved = 0;
-        loop {
-            if pos.tree == 0 {
-                let mut catalog = self.catalog;
-                let (m, next) = tree::relocate(
-                    self,
-                    &mut catalog,
-                    limit,
-                    &pos.key,
-                    budget - moved.min(budget),
-                )?;
-                self.catalog = catalog;
-                moved += m;
-                self.changed |= m > 0;
-                match next {
-                    Some(k) => {
-                        pos.key = k;
-                        return Ok((false, moved));
-                    }
-                    None => {
-                        pos.tree = 1;
-                        pos.key.clear();
-                    }
-                }
-            }
-            let names: Vec<Vec<u8>> =
-                Range::new(&*self, self.catalog, Bound::Unbounded, Bound::Unbounded)?
-                    .map(|e| e.map(|(k, _)| k.to_vec()))
-                    .collect::<Result<_>>()?;
-            let Some(name) = names.get(pos.tree - 1) else {
-                return Ok((true, moved));
-            };
-            let name = String::from_utf8_lossy(name).into_owned();
-            let t = self.open_table(&name)?;
-            let slot = t.slot as usize;
-            let mut root = self.tables[slot].record.root;
-            let (m, next) =
-                tree::relocate(self, &mut root, limit, &pos.key, budget - moved.min(budget))?;
-            if m > 0 {
-                let st = &mut self.tables[slot];
-                st.record.root = root;
-                st.dirty = true;
-                self.changed = true;
-            }
-            moved += m;
-            match next {
-                Some(k) => {
-                    pos.key = k;
-                    return Ok((false, moved));
+    ) -> Result<usize> {
+        let end = r.plan.len().min(r.applied + max_leaves.max(1));
+        let slot = match &r.table {
+            None => None,
+            Some(name) => match self.opened_table(name) {
+                Some(t) => Some(t.slot as usize),
+                None if btree::get(&*self, self.catalog, name.as_bytes())?.is_some() => {
+                    Some(self.open_table(name)?.slot as usize)
                 }
                 None => {
-                    pos.tree += 1;
-                    pos.key.clear();
+                    r.applied = r.plan.len();
+                    return Ok(0);
+                }
+            },
+        };
+        let mut root = match slot {
+            None => self.catalog,
+            Some(slot) => self.tables[slot].record.root,
+        };
+        let mut moved = 0;
+        while r.applied < end && moved < budget {
+            moved += relocate_leaf(self, &mut root, r.plan.key(r.applied), limit)?;
+            r.applied += 1;
+        }
+        if moved > 0 {
+            match slot {
+                None => self.catalog = root,
+                Some(slot) => {
+                    let st = &mut self.tables[slot];
+                    st.record.root = root;
+                    st.dirty = true;
                 }
             }
-            if moved >= budget {
-                return Ok((false, moved));
-            }
+            self.changed = true;
         }
+        Ok(moved)
     }
 
     /// Gives the free run at the end of the file back: lowers the
