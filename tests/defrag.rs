@@ -240,3 +240,126 @@ fn defrag_with_small_pages_and_reopen_between() {
     let s = db.stats();
     assert_file_near_data(&s, "after reopening");
 }
+
+/// Holds the first call that shortens the file (a truncation step of
+/// defragmentation's trim) until released, and notes any write or sync
+/// that reaches the file meanwhile.
+#[derive(Default)]
+struct HeldTruncation {
+    state: parking_lot::Mutex<Truncation>,
+    changed: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct Truncation {
+    armed: bool,
+    held: bool,
+    len: u64,
+    overlapped: Vec<&'static str>,
+}
+
+impl revkv::testing::IoObserver for HeldTruncation {
+    fn write(&self, _offset: u64, _data: &[u8]) -> std::io::Result<()> {
+        self.note("write");
+        Ok(())
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        self.note("sync");
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        let mut s = self.state.lock();
+        if s.armed && len < s.len {
+            s.armed = false;
+            s.held = true;
+            self.changed.notify_all();
+            while s.held {
+                self.changed.wait(&mut s);
+            }
+        }
+        s.len = len;
+        Ok(())
+    }
+}
+
+impl HeldTruncation {
+    fn note(&self, what: &'static str) {
+        let mut s = self.state.lock();
+        if s.held {
+            s.overlapped.push(what);
+            self.changed.notify_all();
+        }
+    }
+}
+
+/// On ext4 a truncation and a buffered write take the same inode lock:
+/// syncs whose writes overlapped the trim's back-to-back truncation steps
+/// were starved for the whole trim (a batched writer waited half a second
+/// for one at 1M keys). A sync must wait for the step in hand and write
+/// only after it.
+#[test]
+fn a_sync_never_writes_while_a_truncation_step_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(HeldTruncation::default());
+    let db = Options::new()
+        .durability(revkv::Durability::None)
+        // The sync's pages written ahead of its commit: the commit may grow
+        // the file (its free list at the end), which waits for the step
+        // anyway.
+        .write_ahead_min_pages(1)
+        .io_observer(io.clone())
+        .open(dir.path().join("db"))
+        .unwrap();
+    fill(&db, 20_000, 300);
+    thin(&db, 20_000, 20);
+    db.sync().unwrap();
+    let before = contents(&db, "t");
+    io.state.lock().armed = true;
+
+    let defrag = {
+        let db = db.clone();
+        std::thread::spawn(move || db.defrag().unwrap())
+    };
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    {
+        let mut s = io.state.lock();
+        while !s.held {
+            assert!(
+                !io.changed.wait_until(&mut s, give_up).timed_out(),
+                "defrag never truncated the file"
+            );
+        }
+    }
+    // A commit to sync, then the sync, while the step is held.
+    let mut w = db.begin_write().unwrap();
+    let t = w.open_table("t").unwrap();
+    w.insert(t, b"during the trim", b"kept").unwrap();
+    w.commit().unwrap();
+    let sync = {
+        let db = db.clone();
+        std::thread::spawn(move || db.sync().unwrap())
+    };
+    // A sync that does not wait for the step writes within this second;
+    // one that waits cannot write at all, however long this looks.
+    {
+        let mut s = io.state.lock();
+        let look_until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while s.overlapped.is_empty() && !io.changed.wait_until(&mut s, look_until).timed_out() {}
+        s.held = false;
+        io.changed.notify_all();
+    }
+    let report = defrag.join().unwrap();
+    sync.join().unwrap();
+    let overlapped = std::mem::take(&mut io.state.lock().overlapped);
+    assert!(
+        overlapped.is_empty(),
+        "a sync reached the file during a truncation step: {overlapped:?}"
+    );
+    assert!(report.size_after < report.size_before / 2, "{report:?}");
+    let mut after = before;
+    after.insert(b"during the trim".to_vec(), b"kept".to_vec());
+    assert_eq!(contents(&db, "t"), after);
+    db.check().unwrap();
+}

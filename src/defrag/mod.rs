@@ -103,8 +103,9 @@ pub struct DefragReport {
     /// The longest time one batch held the writer lock. Not the longest
     /// pause a concurrent writer can see: a batched store's writer that
     /// fills `max_writes` waits for the sync round in flight, which the
-    /// pages defragmentation moves keep busy; at 1M keys a put waited up to
-    /// half a second for one during a defrag (docs/benchmarks.md).
+    /// pages defragmentation moves keep busy, and a sync waits for the
+    /// truncation step in hand (10-20 ms for 32 MiB on ext4); at 1M keys
+    /// the longest put during a defrag took 13 ms (docs/benchmarks.md).
     pub longest_batch: Duration,
     /// Pages open snapshots still pinned at the end, keeping the file from
     /// shrinking further (0 when nothing stood in the way).
