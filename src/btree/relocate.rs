@@ -68,9 +68,9 @@ impl RelocationPlan {
 
 /// Fills `plan` with the leaves, from the one holding `from` on, that have
 /// a page at or above `limit` on their path or an overflow run there,
-/// looking at `max_leaves` leaves at most (most need nothing). An empty
-/// tree, or one whose only high pages lie on the path to its end, plans its
-/// last key.
+/// looking at `max_leaves` leaves at most (most need nothing). When `from`
+/// lies past the last entry, only the path to the tree's end is looked at,
+/// and the last key planned if a page on it is high.
 pub fn plan_relocation<S: PageSource + ?Sized>(
     src: &S,
     root: Root,
@@ -116,17 +116,19 @@ pub fn plan_relocation<S: PageSource + ?Sized>(
 
 /// Whether any page on a root-to-leaf path, or any overflow run of its
 /// leaf (the last node), lies at or above `limit`.
-fn leaf_is_high<'a>(mut path: impl Iterator<Item = Node<'a>>, limit: PageId) -> bool {
+fn leaf_is_high<'a>(path: impl Iterator<Item = Node<'a>>, limit: PageId) -> bool {
     let mut leaf = None;
-    for n in path.by_ref() {
+    for n in path {
         if n.id() >= limit {
             return true;
         }
         leaf = Some(n);
     }
-    let Some(leaf) = leaf else {
-        return false;
-    };
+    leaf.is_some_and(|leaf| has_high_overflow(&leaf, limit))
+}
+
+/// Whether an overflow run of `leaf` starts at or above `limit`.
+fn has_high_overflow(leaf: &Node<'_>, limit: PageId) -> bool {
     (0..leaf.count())
         .any(|i| matches!(leaf.value(i), ValueRef::Overflow { page, .. } if page.id >= limit))
 }
@@ -169,7 +171,9 @@ pub fn relocate_leaf<W: PageStore>(
 
 /// Descends by `key` as a dirtying edit would: Some(pages on the path not
 /// yet dirty in this transaction) when the path or the leaf's overflow runs
-/// reach `limit`, None when nothing there needs moving.
+/// reach `limit`, None when nothing there needs moving. (A run this
+/// transaction wrote hangs from a leaf already dirty, so its path is too:
+/// moving it then moves nothing.)
 fn high_path<W: PageStore>(w: &W, root: Root, key: &[u8], limit: PageId) -> Result<Option<usize>> {
     if root.is_none() {
         return Ok(None);
@@ -181,10 +185,7 @@ fn high_path<W: PageStore>(w: &W, root: Root, key: &[u8], limit: PageId) -> Resu
         high |= node.id() >= limit;
         clean += usize::from(Header(node.bytes()).txid() != txid);
         if node.is_leaf() {
-            high |= (0..node.count()).any(|i| {
-                matches!(node.value(i), ValueRef::Overflow { page, .. }
-                    if page.id >= limit && page.txid != txid)
-            });
+            high |= has_high_overflow(&node, limit);
             return Ok(high.then_some(clean));
         }
         node = w.node(node.child(node.child_index(key)))?;

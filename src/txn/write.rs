@@ -361,15 +361,24 @@ impl WriteTxn {
         Ok(self.handle(self.tables.len() - 1))
     }
 
+    /// Opens `name` if it exists, without creating it.
+    fn open_existing_table(&mut self, name: &str) -> Result<Option<Table>> {
+        if let Some(table) = self.opened_table(name) {
+            return Ok(Some(table));
+        }
+        if btree::get(&*self, self.catalog, name.as_bytes())?.is_none() {
+            return Ok(None);
+        }
+        self.open_table(name).map(Some)
+    }
+
     /// Removes a table and all its entries. Returns false if it did not
     /// exist.
     pub fn delete_table(&mut self, name: &str) -> Result<bool> {
         check_table_name(name)?;
-        let known = self.tables.iter().any(|t| &*t.name == name);
-        if !known && btree::get(&*self, self.catalog, name.as_bytes())?.is_none() {
+        let Some(t) = self.open_existing_table(name)? else {
             return Ok(false);
-        }
-        let t = self.open_table(name)?;
+        };
         let root = self.tables[t.slot as usize].record.root;
         tree::free_all(self, root)?;
         self.tables.remove(t.slot as usize);
@@ -398,11 +407,8 @@ impl WriteTxn {
         let end = r.plan.len().min(r.applied + max_leaves.max(1));
         let slot = match &r.table {
             None => None,
-            Some(name) => match self.opened_table(name) {
+            Some(name) => match self.open_existing_table(name)? {
                 Some(t) => Some(t.slot as usize),
-                None if btree::get(&*self, self.catalog, name.as_bytes())?.is_some() => {
-                    Some(self.open_table(name)?.slot as usize)
-                }
                 None => {
                     r.applied = r.plan.len();
                     return Ok(0);
