@@ -770,19 +770,21 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         let limits = self.limits();
-        let mut jobs = Vec::new();
+        // The requests themselves: this caller waits for all of them, so
+        // none needs a group-commit slot of its own.
+        let mut valid = Vec::new();
         let mut early: Vec<Option<Error>> = Vec::new();
         for req in requests {
             match txn::validate(&req, &limits) {
                 Ok(()) => {
-                    jobs.push((req, Arc::new(commit::Slot::default())));
+                    valid.push(req);
                     early.push(None);
                 }
                 Err(e) => early.push(Some(e)),
             }
         }
-        self.check_space(jobs.iter().map(|(r, _)| space::cost(r)).sum())?;
-        let mut results = self.try_apply_batch(&jobs)?.into_iter();
+        self.check_space(valid.iter().map(space::cost).sum())?;
+        let mut results = self.try_apply_batch(valid.iter())?.into_iter();
         Ok(early
             .into_iter()
             .map(|e| match e {
@@ -851,7 +853,7 @@ impl Store {
     /// Applies queued requests in one storage transaction (the group-commit
     /// leader runs this).
     fn apply_batch(&self, jobs: Vec<commit::Job>) {
-        match self.try_apply_batch(&jobs) {
+        match self.try_apply_batch(jobs.iter().map(|(req, _)| req)) {
             Ok(results) => {
                 for ((_, slot), r) in jobs.iter().zip(results) {
                     slot.fill(r);
@@ -865,16 +867,20 @@ impl Store {
         }
     }
 
-    fn try_apply_batch(&self, jobs: &[commit::Job]) -> Result<Vec<Result<TxnResponse>>> {
+    fn try_apply_batch<'r>(
+        &self,
+        requests: impl ExactSizeIterator<Item = &'r TxnRequest>,
+    ) -> Result<Vec<Result<TxnResponse>>> {
         if let CommitMode::Batched { .. } = self.inner.opts.commit {
-            return self.apply_parked(jobs);
+            return self.apply_parked(requests);
         }
         let mut revs = self.inner.revs.lock();
         let mut w = self.inner.db.begin_write()?;
         let mut applier = self.applier(&mut w, *revs)?;
         let t = applier.t;
-        let mut results = Vec::with_capacity(jobs.len());
-        for (req, _) in jobs {
+        let count = requests.len();
+        let mut results = Vec::with_capacity(count);
+        for req in requests {
             // A request's own error fails it alone when it came before any
             // write (the applier checks reads' revisions first); anything
             // else fails the batch, which is then not committed.
@@ -899,7 +905,7 @@ impl Store {
         self.inner.current.store(new.current, Ordering::Release);
         drop(revs);
         if wrote {
-            self.after_commit(jobs.len() as u32)?;
+            self.after_commit(count as u32)?;
         }
         Ok(results)
     }
@@ -918,7 +924,10 @@ impl Store {
     /// `txn::parked`) and leaves it open for the next writes, unless
     /// someone else waits for the writer. A request that fails part way is
     /// undone alone: the writes parked before it are acknowledged.
-    fn apply_parked(&self, jobs: &[commit::Job]) -> Result<Vec<Result<TxnResponse>>> {
+    fn apply_parked<'r>(
+        &self,
+        requests: impl ExactSizeIterator<Item = &'r TxnRequest>,
+    ) -> Result<Vec<Result<TxnResponse>>> {
         let mut revs = self.inner.revs.lock();
         let mut resumed = self.inner.db.resume_parked()?;
         let (w, touched) = resumed.txn_and_touched();
@@ -926,8 +935,9 @@ impl Store {
         let mut applier = self.applier(w, *revs)?;
         applier.touched = Some(touched);
         let t = applier.t;
-        let mut results = Vec::with_capacity(jobs.len());
-        for (req, _) in jobs {
+        let count = requests.len();
+        let mut results = Vec::with_capacity(count);
+        for req in requests {
             match applier.apply(req) {
                 Ok(r) => results.push(Ok(r)),
                 Err(e) => match applier.undo() {
@@ -959,7 +969,7 @@ impl Store {
         drop(revs);
         resumed.park(self.may_park())?;
         if wrote {
-            self.after_commit(jobs.len() as u32)?;
+            self.after_commit(count as u32)?;
         }
         Ok(results)
     }
