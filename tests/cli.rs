@@ -457,6 +457,22 @@ fn bench_phases_print_one_json_line_each() {
         for f in *fields {
             assert!(line.contains(f), "bench {args:?}: {f} missing from {line}");
         }
+        // Where the kernel counts a process's writes, every phase reports
+        // its own, and a load writes at least its values.
+        if std::fs::read_to_string("/proc/self/io").is_ok() {
+            let written = line
+                .split(r#""written_bytes":"#)
+                .nth(1)
+                .and_then(|rest| rest.split([',', '}']).next())
+                .and_then(|v| v.parse::<i64>().ok());
+            assert!(
+                written.is_some(),
+                "bench {args:?}: no written_bytes in {line}"
+            );
+            if args[0] == "load" {
+                assert!(written >= Some(300 * 64), "{line}");
+            }
+        }
     }
     let o = revkv(&db, &["bench", "nonsense"]);
     assert!(failure(&o).contains("nonsense"));

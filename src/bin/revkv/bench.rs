@@ -54,6 +54,22 @@ pub fn status_kb(field: &str) -> i64 {
         .unwrap_or(-1)
 }
 
+/// Bytes this process has sent to the storage layer so far (`write_bytes`
+/// of /proc/self/io: counted when a page is dirtied, whoever writes it
+/// back), or -1 where the kernel does not say. The write-side gaps to etcd
+/// are mostly bytes written (docs/benchmarks.md), so every phase reports
+/// its own.
+pub fn written_bytes() -> i64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(-1)
+}
+
 /// Resets the peak-RSS counter so the next VmHWM is the peak from now.
 pub fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -118,6 +134,7 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
         .num("rss_after_open_kb", status_kb("VmRSS"));
     reset_peak();
     let base = status_kb("VmRSS");
+    let written_before = written_bytes();
     let txid_before = store.db().stats().txid;
     let mut t0 = Instant::now();
     match phase {
@@ -421,6 +438,9 @@ pub fn run(db: &Path, phase: &str, args: &[u64]) -> revkv::Result<()> {
     }
     line.num("s", t0.elapsed().as_secs_f64());
     line.num("peak_rss_delta_kb", status_kb("VmHWM") - base);
+    if written_before >= 0 {
+        line.num("written_bytes", written_bytes() - written_before);
+    }
     let s = store.db().stats();
     line.num("db_size", s.file_size)
         .num("commits", s.txid - txid_before);
