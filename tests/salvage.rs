@@ -315,13 +315,8 @@ fn every_truncation_and_seeded_flips() {
         assert_eq!(salvaged.is_none(), p < 1, "{what}: {salvaged:?}");
     }
     let seed = 0x5a1_7a9e_u64;
-    let mut rng = seed;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = revkv::testing::Xorshift::new(seed);
+    let mut next = move || rng.next();
     for round in 0..300 {
         let mut image = bytes.clone();
         let flips = 1 + next() % 12;

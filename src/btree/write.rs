@@ -149,6 +149,21 @@ pub fn insert<W: PageStore>(w: &mut W, root: &mut Root, key: &[u8], value: &[u8]
         }
         Err(i) => (i, false),
     };
+    insert_entry(w, root, &path, leaf, idx, key, value)?;
+    Ok(existed)
+}
+
+/// Inserts the entry `key`, `value` at `idx` of the dirty `leaf` that
+/// `path` leads to: inline, or in an overflow run when too large.
+fn insert_entry<W: PageStore>(
+    w: &mut W,
+    root: &mut Root,
+    path: &Path,
+    leaf: PageId,
+    idx: usize,
+    key: &[u8],
+    value: &[u8],
+) -> Result<()> {
     let stored = if w.limits().inline(key.len(), value.len()) {
         ValueRef::Inline(value)
     } else {
@@ -158,8 +173,78 @@ pub fn insert<W: PageStore>(w: &mut W, root: &mut Root, key: &[u8], value: &[u8]
         }
     };
     let cell = Cell::Leaf { key, value: stored };
-    insert_cell(w, root, &path, path.depth, leaf, idx, cell)?;
-    Ok(existed)
+    insert_cell(w, root, path, path.depth, leaf, idx, cell)
+}
+
+/// What follows a new key's place in the tree, as [`insert_with`] finds it
+/// in the leaf it descended to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next<'a> {
+    /// The leaf's next entry, its value stored inline.
+    Entry { key: &'a [u8], value: &'a [u8] },
+    /// The leaf's next entry has its value in an overflow run.
+    OutOfLine,
+    /// The new key goes after the leaf's last entry: every later entry of
+    /// the tree is at or after this bound (a separator of an ancestor), or
+    /// there is none (`None`).
+    Beyond(Option<&'a [u8]>),
+}
+
+/// Inserts `key`, absent from the tree, with a value that depends on the
+/// entry after it: `fill` sees what follows (see [`Next`]) and completes
+/// `value` in place, or declines. The one descent serves both the look at
+/// the next entry and the insertion (a new version of a key goes just
+/// before the key's newest one, which is what the version depends on).
+///
+/// Returns false, with the tree's entries unchanged, when `fill` declines
+/// or `key` is already present; the path to its leaf is dirty either way
+/// (the caller's root must be kept).
+pub fn insert_with<W: PageStore>(
+    w: &mut W,
+    root: &mut Root,
+    key: &[u8],
+    value: &mut [u8],
+    fill: impl FnOnce(Next<'_>, &mut [u8]) -> Result<bool>,
+) -> Result<bool> {
+    if root.is_none() {
+        let id = w.alloc_node(PageKind::Leaf)?;
+        *root = dirty_ref(id, w.txid());
+    }
+    let (path, leaf) = dirty_path(w, root, key)?;
+    let node = Node::new(w.dirty(leaf));
+    let Err(idx) = node.search(key) else {
+        return Ok(false);
+    };
+    let filled = if idx < node.count() {
+        let next = match node.value(idx) {
+            ValueRef::Inline(v) => Next::Entry {
+                key: node.key(idx),
+                value: v,
+            },
+            ValueRef::Overflow { .. } => Next::OutOfLine,
+        };
+        fill(next, value)?
+    } else {
+        // The nearest ancestor with a child right of the path bounds every
+        // later entry from below.
+        let bound = (0..path.depth).rev().find(|&level| {
+            let (page, child) = path.steps[level];
+            child + 1 < Node::new(w.dirty(page)).count()
+        });
+        let next = match bound {
+            Some(level) => {
+                let (page, child) = path.steps[level];
+                Next::Beyond(Some(Node::new(w.dirty(page)).key(child + 1)))
+            }
+            None => Next::Beyond(None),
+        };
+        fill(next, value)?
+    };
+    if !filled {
+        return Ok(false);
+    }
+    insert_entry(w, root, &path, leaf, idx, key, value)?;
+    Ok(true)
 }
 
 /// Inserts `cell` at `idx` of dirty page `id` at `level` of `path`,

@@ -57,6 +57,14 @@ impl<'a> Record<'a> {
         })
     }
 
+    /// Sets the create revision and version of an encoded record, for a
+    /// writer that encodes a put before it has looked at the key's newest
+    /// version (see `Applier::place_new_version`).
+    pub fn set_create_and_version(encoded: &mut [u8], create: u64, version: u64) {
+        encoded[5..13].copy_from_slice(&create.to_le_bytes());
+        encoded[13..21].copy_from_slice(&version.to_le_bytes());
+    }
+
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.clear();
         out.push(if self.tombstone { FLAG_TOMBSTONE } else { 0 });

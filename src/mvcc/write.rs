@@ -15,6 +15,7 @@ use super::txn::{
     ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use super::{Revisions, Tables};
+use crate::btree::write::Next;
 use crate::error::{Error, Result};
 use crate::txn::parked::TouchedKeys;
 use crate::txn::{TxnRead, WriteTxn};
@@ -156,24 +157,76 @@ impl<'w> Applier<'w> {
     }
 
     fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
-        let prev = self.latest(&p.key, p.prev_kv)?;
-        let (create, version) = match &prev {
-            Some((create, version, _)) => (*create, version + 1),
-            None => (self.main, 1),
-        };
-        let rec = Record {
+        let mut rec = Record {
             tombstone: false,
             sub: self.sub,
-            create,
-            version,
+            create: self.main,
+            version: 1,
             lease: p.lease,
             value: &p.value,
         };
-        self.write_version(&p.key, &rec)?;
+        self.log_version(&p.key, false)?;
+        // etcd's prev_kv needs the whole previous value: looked up apart.
+        let placed = !p.prev_kv && self.place_new_version(&p.key, &mut rec)?;
+        let mut prev_kv = None;
+        if !placed {
+            if let Some((create, version, kv)) = self.latest(&p.key, p.prev_kv)? {
+                (rec.create, rec.version, prev_kv) = (create, version + 1, kv);
+            }
+            rec.encode_into(&mut self.record);
+            keys::kv_key_into(&p.key, self.main, &mut self.kv_key);
+            self.w.insert(self.t.kv, &self.kv_key, &self.record)?;
+        }
+        self.finish_version(&p.key, &rec);
         Ok(PutResponse {
             header: ResponseHeader::default(),
-            prev_kv: prev.and_then(|(_, _, kv)| kv),
+            prev_kv,
         })
+    }
+
+    /// Inserts the put's version into `kv` with the create revision and
+    /// version taken from the key's newest version, found next to where the
+    /// new one goes (versions of a key are ordered newest first): one
+    /// descent instead of a lookup and then an insertion, a sixth of a bulk
+    /// load's time. Returns false, having written nothing to `kv`, when
+    /// that neighbour cannot tell: the newest version is in the next leaf,
+    /// or stored out of line.
+    fn place_new_version(&mut self, key: &[u8], rec: &mut Record<'_>) -> Result<bool> {
+        keys::kv_key_into(key, self.main, &mut self.kv_key);
+        rec.encode_into(&mut self.record);
+        let probe = &self.kv_key;
+        // The escaped key with its terminator: what every version shares.
+        let escaped = &probe[..probe.len() - keys::REV_LEN];
+        let mut newest: Option<(u64, u64)> = None;
+        let placed = self
+            .w
+            .insert_with(self.t.kv, probe, &mut self.record, |next, record| {
+                let live = match next {
+                    Next::Entry { key: k, value } => {
+                        if k.len() == probe.len() && k.starts_with(escaped) {
+                            let r = Record::decode(value)?;
+                            (!r.tombstone).then_some((r.create, r.version + 1))
+                        } else {
+                            None
+                        }
+                    }
+                    // Every later entry is at or after the bound: any
+                    // version of the key there would make the bound start
+                    // with the escaped key too.
+                    Next::Beyond(Some(bound)) if bound.starts_with(escaped) => return Ok(false),
+                    Next::Beyond(_) => None,
+                    Next::OutOfLine => return Ok(false),
+                };
+                if let Some((create, version)) = live {
+                    Record::set_create_and_version(record, create, version);
+                }
+                newest = live;
+                Ok(true)
+            })?;
+        if let Some((create, version)) = newest {
+            (rec.create, rec.version) = (create, version);
+        }
+        Ok(placed)
     }
 
     fn delete_range(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
@@ -244,14 +297,28 @@ impl<'w> Applier<'w> {
     /// Writes one version at (main, sub) to both tables: the revision log
     /// first, so that [`Applier::undo`] finds every `kv` entry written.
     fn write_version(&mut self, key: &[u8], rec: &Record<'_>) -> Result<()> {
+        self.log_version(key, rec.tombstone)?;
         rec.encode_into(&mut self.record);
+        keys::kv_key_into(key, self.main, &mut self.kv_key);
+        self.w.insert(self.t.kv, &self.kv_key, &self.record)?;
+        self.finish_version(key, rec);
+        Ok(())
+    }
+
+    /// The revision log's entry for the version at (main, sub), written
+    /// before the version itself.
+    fn log_version(&mut self, key: &[u8], tombstone: bool) -> Result<()> {
         self.log.clear();
-        self.log.push(u8::from(rec.tombstone));
+        self.log.push(u8::from(tombstone));
         self.log.extend_from_slice(key);
         self.w
             .insert(self.t.rev, &keys::rev_key(self.main, self.sub), &self.log)?;
-        keys::kv_key_into(key, self.main, &mut self.kv_key);
-        self.w.insert(self.t.kv, &self.kv_key, &self.record)?;
+        Ok(())
+    }
+
+    /// After a version is in both tables: marks the key for point readers,
+    /// keeps the event for watchers, and moves to the next sub revision.
+    fn finish_version(&mut self, key: &[u8], rec: &Record<'_>) {
         if let Some(touched) = self.touched {
             touched.mark(key);
         }
@@ -280,7 +347,6 @@ impl<'w> Applier<'w> {
             }
         }
         self.sub += 1;
-        Ok(())
     }
 }
 

@@ -243,13 +243,8 @@ mod tests {
             w.insert(t, key(i).as_bytes(), &[i as u8; 20]).unwrap();
         }
         let seed = 0x5eed_f0e5u64;
-        let mut rng = seed;
-        let mut next_random = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut rng = crate::testing::Xorshift::new(seed);
+        let mut next_random = move || rng.next();
         let mut forward = w.cursor(t).unwrap();
         let mut probe = 0u64;
         for round in 0..rounds {
