@@ -216,8 +216,8 @@ enum Command {
     /// THREADS PACE_MS ROUNDS TOGETHER, large M VALUE_SIZE (puts of
     /// multi-page values after a compaction fragmented the free space),
     /// and churn's first two steps alone: overwrite VALUE_SIZE, compact.
-    /// Besides the peer's fields, `written_bytes`: what the phase sent to
-    /// the disk (Linux).
+    /// Besides the peer's fields, `written_bytes`: what the phase handed
+    /// to write calls (Linux).
     Bench {
         /// The phase.
         phase: String,
