@@ -500,3 +500,106 @@ fn point_reads_see_acknowledged_writes_while_compaction_shares_the_parked_writes
     check(&store);
     store.check().unwrap();
 }
+
+/// Notes the thread of every sync while armed.
+#[derive(Default)]
+struct SyncThreads {
+    armed: AtomicBool,
+    threads: parking_lot::Mutex<Vec<String>>,
+    synced: parking_lot::Condvar,
+}
+
+impl revkv::testing::IoObserver for SyncThreads {
+    fn write(&self, _offset: u64, _data: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        if self.armed.load(Ordering::Acquire) {
+            let name = std::thread::current()
+                .name()
+                .unwrap_or("unnamed")
+                .to_string();
+            self.threads.lock().push(name);
+            self.synced.notify_all();
+        }
+        Ok(())
+    }
+
+    fn set_len(&self, _len: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A batched store's compaction paces itself against the disk by syncs
+/// that the background syncer makes, so the removals go on while the disk
+/// writes: during a compaction with no foreground writes the compacting
+/// caller syncs only the commit that moves the compacted revision (it used
+/// to make every pacing sync itself, a third of its time), the syncer the
+/// rest. The syncer is never woken by time or by writes here: only the
+/// compaction hands it rounds.
+#[test]
+fn a_batched_compaction_syncs_on_the_syncer_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(SyncThreads::default());
+    let db = revkv::Options::new()
+        .durability(revkv::Durability::None)
+        // Pacing syncs once commits hold half of it in memory (each commit
+        // of the parked transaction, at 4096 pages, holds 16 MiB); a commit
+        // that would hold all of it writes its pages itself instead.
+        .unwritten_limit(40 << 20)
+        .io_observer(io.clone())
+        .open(dir.path().join("s"))
+        .unwrap();
+    let mode = CommitMode::Batched {
+        max_writes: u32::MAX,
+        max_delay: Duration::from_secs(3600),
+    };
+    let store = Store::with_db(db, StoreOptions::new().commit_mode(mode)).unwrap();
+    // Enough removals to fill the parked transaction (4096 pages) a few
+    // times: its commits are what leaves pages held in memory.
+    for round in 0..20u32 {
+        let puts = (0..10_000u32).map(|i| revkv::mvcc::TxnRequest {
+            success: vec![revkv::mvcc::RequestOp::Put(revkv::mvcc::PutRequest {
+                key: format!("key-{i:05}").into_bytes(),
+                value: vec![round as u8; 300],
+                ..Default::default()
+            })],
+            ..Default::default()
+        });
+        for r in store.write_batch(puts).unwrap() {
+            r.unwrap();
+        }
+    }
+    store.sync().unwrap();
+    io.armed.store(true, Ordering::Release);
+    store.compact(store.current_revision().unwrap()).unwrap();
+    let caller = std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_string();
+    let by_caller = io.threads.lock().iter().filter(|t| **t == caller).count();
+    // The caller synced once: the durable commit that moves the compacted
+    // revision, before any removal.
+    assert_eq!(
+        by_caller,
+        1,
+        "syncs during the compaction: {:?}",
+        io.threads.lock()
+    );
+    // A round handed over may still be running: wait for the syncer's
+    // first sync, up to a deadline far beyond any sync's length.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    {
+        let mut threads = io.threads.lock();
+        while !threads.iter().any(|t| t == "revkv-syncer") {
+            let timed_out = io.synced.wait_until(&mut threads, deadline).timed_out();
+            assert!(!timed_out, "the compaction was never paced: {threads:?}");
+        }
+    }
+    io.armed.store(false, Ordering::Release);
+    let threads = io.threads.lock().clone();
+    let by_syncer = threads.iter().filter(|t| *t == "revkv-syncer").count();
+    assert_eq!(by_caller + by_syncer, threads.len(), "{threads:?}");
+    store.check().unwrap();
+}

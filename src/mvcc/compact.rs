@@ -36,9 +36,11 @@
 //! batched mode the parked transaction's limit, 4096, which it then
 //! commits). Between
 //! slices compaction paces itself to the disk
-//! (`Db::pace_background`): it dirties pages far faster than the disk
-//! takes them, and left alone it would pile them up for a sync's commit to
-//! write under the writer lock, where every writer waits.
+//! (`Db::pace_background`, with its syncs made by the batched mode's
+//! background syncer, see `Store::pace_compaction`): it dirties pages far
+//! faster than the disk takes them, and left alone it would pile them up
+//! for a sync's commit to write under the writer lock, where every writer
+//! waits.
 
 use std::ops::Range;
 use std::time::Duration;
