@@ -173,25 +173,6 @@ impl Db {
         self.pace_background_with(|| false)
     }
 
-    /// Whether unsynced commits hold more than half of
-    /// [`Options::unwritten_limit`](super::Options) in memory, not counting
-    /// pages a write-ahead is writing: when [`Db::pace_background`] syncs.
-    /// Always false for durable commits, which hold nothing.
-    fn background_sync_due(&self) -> bool {
-        let shared = &*self.shared;
-        if shared.read_only || shared.durability == Durability::Immediate {
-            return false;
-        }
-        // Without the writer lock: taking it commits a parked transaction,
-        // which background work done there (batched compaction) must not
-        // cause between every two of its slices.
-        let held = shared
-            .unwritten
-            .bytes()
-            .saturating_sub(shared.writing_ahead_bytes.load(Ordering::Acquire));
-        held > shared.unwritten_limit / 2
-    }
-
     /// [`Db::pace_background`], with `hand_off` tried before syncing here:
     /// a caller with a background syncer starts a round of it instead
     /// (true) so the work goes on while the disk writes; false (no syncer,
@@ -206,7 +187,14 @@ impl Db {
             drop(shared.syncing.lock());
             return Ok(());
         }
-        if !self.background_sync_due() || hand_off() {
+        // Without the writer lock: taking it commits a parked transaction,
+        // which background work done there (batched compaction) must not
+        // cause between every two of its slices.
+        let held = shared
+            .unwritten
+            .bytes()
+            .saturating_sub(shared.writing_ahead_bytes.load(Ordering::Acquire));
+        if held <= shared.unwritten_limit / 2 || hand_off() {
             return Ok(());
         }
         // A whole sync, not only a write-ahead: the pages this work frees
