@@ -455,15 +455,46 @@ pub fn remove<W: PageStore>(w: &mut W, root: &mut Root, key: &[u8]) -> Result<bo
         return Ok(false);
     };
     let (path, leaf) = dirty_path_by(w, root, |_, depth| route.children[depth])?;
-    let i = route.slot;
+    remove_slot(w, root, &path, leaf, route.slot)?;
+    Ok(true)
+}
+
+/// Removes `key`, which the caller expects to be present, in one
+/// copy-on-write descent: without the read-only lookup [`remove`] makes
+/// first. Returns false if it was absent after all; the path to where it
+/// would be is then copied for nothing (`root` changes, the entries do
+/// not). For a caller whose keys are almost always present (compaction
+/// removes versions it found on a snapshot), the lookup was a second
+/// descent per removal.
+pub fn remove_expected<W: PageStore>(w: &mut W, root: &mut Root, key: &[u8]) -> Result<bool> {
+    if root.is_none() {
+        return Ok(false);
+    }
+    let (path, leaf) = dirty_path(w, root, key)?;
+    let Ok(i) = Node::new(w.dirty(leaf)).search(key) else {
+        return Ok(false);
+    };
+    remove_slot(w, root, &path, leaf, i)?;
+    Ok(true)
+}
+
+/// Removes entry `i` of the dirty `leaf` that `path` leads to, then
+/// rebalances the path and shrinks the root.
+fn remove_slot<W: PageStore>(
+    w: &mut W,
+    root: &mut Root,
+    path: &Path,
+    leaf: PageId,
+    i: usize,
+) -> Result<()> {
     let node = Node::new(w.dirty(leaf));
     if let ValueRef::Overflow { page, len } = node.value(i) {
         w.free_overflow(page, len);
     }
     NodeMut::new(w.dirty(leaf)).remove(i);
-    rebalance(w, &path, leaf)?;
+    rebalance(w, path, leaf)?;
     collapse_root(w, root);
-    Ok(true)
+    Ok(())
 }
 
 /// Merges underfull pages on the path with a sibling, bottom-up.

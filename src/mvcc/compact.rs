@@ -273,10 +273,12 @@ impl Plan {
             if self.next > first && give_way(w) {
                 return Ok(());
             }
-            // Absent when a plan made on an older snapshot names a version
-            // an earlier batch removed.
-            w.remove(t.kv, &self.keys[r.kv.clone()])?;
-            w.remove(t.rev, &r.rev)?;
+            // Present but for a version that a plan made on an older
+            // snapshot names after an earlier batch removed it: then the
+            // removal changes no entry (it copies the path for nothing),
+            // which is why it is not looked up first.
+            w.remove_expected(t.kv, &self.keys[r.kv.clone()])?;
+            w.remove_expected(t.rev, &r.rev)?;
             self.next += 1;
         }
         self.reached = self.end;

@@ -568,6 +568,26 @@ impl WriteTxn {
         Ok(existed)
     }
 
+    /// Removes `key`, expected to be present, in one descent (see
+    /// [`tree::remove_expected`]); returns true if it was present.
+    pub(crate) fn remove_expected(&mut self, table: Table, key: &[u8]) -> Result<bool> {
+        let slot = self.slot(table)?;
+        let mut root = self.tables[slot].record.root;
+        if root.is_none() {
+            return Ok(false);
+        }
+        let existed = tree::remove_expected(self, &mut root, key);
+        // The path is dirty even when nothing was removed (or an error
+        // came after the descent): the old root is already freed.
+        let t = &mut self.tables[slot];
+        t.record.root = root;
+        t.dirty = true;
+        self.changed = true;
+        let existed = existed?;
+        t.record.len -= u64::from(existed);
+        Ok(existed)
+    }
+
     /// Discards the transaction (the same as dropping it).
     pub fn abort(self) {}
 
@@ -1229,7 +1249,8 @@ mod tests {
     /// `insert_with` shows `fill` exactly what follows the new key: the
     /// next entry when its leaf holds one, else a bound no later entry is
     /// below. Random inserts (values inline and in overflow runs), removals
-    /// (which leave separators older than the keys around them), commits,
+    /// of both kinds (which leave separators older than the keys around
+    /// them; `remove_expected` also of absent keys), commits,
     /// and `insert_with` calls accepted or declined, on 512-byte pages so
     /// the tree is deep and boundaries are everywhere; checked against a
     /// `BTreeMap`, and every kind of `Next` must have been seen.
@@ -1262,8 +1283,15 @@ mod tests {
                     model.insert(key, value);
                 }
                 3 => {
-                    w.remove(t, &key).unwrap();
-                    model.remove(&key);
+                    // Both removals, the one that looks the key up first
+                    // and the one that expects it, on keys present or not.
+                    let removed = if next_random() % 2 == 0 {
+                        w.remove(t, &key).unwrap()
+                    } else {
+                        w.remove_expected(t, &key).unwrap()
+                    };
+                    let present = model.remove(&key).is_some();
+                    assert_eq!(removed, present, "seed {seed:#x}, step {step}, key {key:?}");
                 }
                 4 if step % 5 == 0 => {
                     w.commit().unwrap();
