@@ -273,10 +273,10 @@ impl Plan {
             if self.next > first && give_way(w) {
                 return Ok(());
             }
-            // Present but for a version that a plan made on an older
-            // snapshot names after an earlier batch removed it: then the
+            // Almost always present: absent only where a plan made on an
+            // older snapshot names a version an earlier batch removed. That
             // removal changes no entry (it copies the path for nothing),
-            // which is why it is not looked up first.
+            // which costs less than looking every version up first.
             w.remove_expected(t.kv, &self.keys[r.kv.clone()])?;
             w.remove_expected(t.rev, &r.rev)?;
             self.next += 1;

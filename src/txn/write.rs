@@ -137,6 +137,21 @@ struct TableState {
     dirty: bool,
 }
 
+impl TableState {
+    /// Counts one entry fewer after a removal. The count comes from the
+    /// file: one already at zero while the tree held the entry is a
+    /// corrupt table record, reported, not an overflow.
+    fn count_removal(&mut self) -> Result<()> {
+        self.record.len = self.record.len.checked_sub(1).ok_or_else(|| {
+            Error::CorruptFile(format!(
+                "table {:?} counts fewer entries than its tree holds",
+                self.name
+            ))
+        })?;
+        Ok(())
+    }
+}
+
 /// The one write transaction of a database.
 ///
 /// Changes are visible to this transaction at once and to others after
@@ -561,9 +576,9 @@ impl WriteTxn {
         if existed {
             let t = &mut self.tables[slot];
             t.record.root = root;
-            t.record.len -= 1;
             t.dirty = true;
             self.changed = true;
+            t.count_removal()?;
         }
         Ok(existed)
     }
@@ -584,7 +599,9 @@ impl WriteTxn {
         t.dirty = true;
         self.changed = true;
         let existed = existed?;
-        t.record.len -= u64::from(existed);
+        if existed {
+            t.count_removal()?;
+        }
         Ok(existed)
     }
 
@@ -1363,6 +1380,27 @@ mod tests {
             "seed {seed:#x}: kinds seen {seen:?}"
         );
         db.check().unwrap();
+    }
+
+    /// A table record whose entry count is lower than what its tree holds
+    /// (a corrupt count from the file) makes a removal fail with a corrupt
+    /// file error, by either removal, instead of overflowing the count.
+    #[test]
+    #[cfg_attr(miri, ignore = "reads the committed pages through the file mapping")]
+    fn a_removal_below_a_zero_count_is_a_corrupt_file_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Options::new().open(dir.path().join("db")).unwrap();
+        let mut w = db.begin_write().unwrap();
+        let t = w.open_table("t").unwrap();
+        w.insert(t, b"a", b"1").unwrap();
+        w.insert(t, b"b", b"2").unwrap();
+        let slot = w.slot(t).unwrap();
+        w.tables[slot].record.len = 0;
+        let err = w.remove(t, b"a").unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("\"t\""), "{err}");
+        let err = w.remove_expected(t, b"b").unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
     }
 
     #[test]
