@@ -22,7 +22,7 @@ mod writer_lock;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -444,9 +444,9 @@ pub(crate) struct Shared {
     /// each truncation step of [`Db::trim_file`], which a sync's writes
     /// must not overlap. Taken before the writer lock.
     pub syncing: Mutex<()>,
-    /// Set while a sync writes its later rounds ahead and commits: batched
-    /// background work waits for it (see `Db::pace_background`).
-    pub sync_closing: AtomicBool,
+    /// Whether a sync is in its last round: batched background work waits
+    /// for that round to end (see `Db::pace_background`).
+    pub sync_closing: sync::ClosingRound,
     /// Held while [`Db::trim_file`] truncates the file without the writer
     /// lock. The writer takes it before growing the file (always under the
     /// writer lock, so the order is writer lock, then this), which puts

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -164,7 +164,7 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         unwritten_limit: opts.unwritten_limit,
         write_ahead_min: opts.write_ahead_min,
         syncing: Mutex::new(()),
-        sync_closing: AtomicBool::new(false),
+        sync_closing: Default::default(),
         trimming: Mutex::new(()),
         writing_ahead_bytes: AtomicUsize::new(0),
         state: Mutex::new(State {
