@@ -345,14 +345,20 @@ impl Writer {
         // write transaction's begin calls this under the writer lock): a
         // write-ahead retires thousands at once, and a writer should not
         // wait for all of them to be freed.
+        //
+        // Retirement goes on while a write-ahead is in flight (under a
+        // steady write load one nearly always is, and holding everything
+        // back let memory grow with the load: 0.5 GB of pages over 100k
+        // txns, 1.1 GB over 300k), except for the pages that write-ahead
+        // lists: it reads those from memory without the lock. They wait at
+        // the back of the queue (the budget bounds the loop).
         let mut budget = budget;
+        let mut listed = Vec::new();
         while let Some(front) = self.retired.front_mut() {
-            // A write-ahead in flight reads its pages from memory without
-            // the lock: nothing leaves memory until it ends.
-            if seen(front.read_before) || !self.writing_ahead.is_empty() || budget == 0 {
+            if seen(front.read_before) || budget == 0 {
                 break;
             }
-            let written = front.written;
+            let (read_before, written) = (front.read_before, front.written);
             let take = front.ids.len().min(budget);
             let from = front.ids.len() - take;
             let ids: Vec<PageId> = front.ids.drain(from..).collect();
@@ -361,12 +367,24 @@ impl Writer {
             }
             budget -= take;
             for id in ids {
+                if self.writing_ahead.contains(&id) {
+                    listed.push(id);
+                    continue;
+                }
                 // SAFETY: every snapshot that predates the write has ended,
-                // later ones read pages this old from the file, and no
-                // write-ahead is reading memory. A newer page at a reused id
-                // is kept.
+                // later ones read pages this old from the file, and the
+                // write-ahead in flight, if any, does not list this id, so
+                // it reads nothing here. A newer page at a reused id is
+                // kept.
                 let old = unsafe { unwritten.remove_if(id, |b| Header(b).txid() <= written) };
                 self.recycle(old.into_iter());
+            }
+            if !listed.is_empty() {
+                self.retired.push_back(Retired {
+                    read_before,
+                    written,
+                    ids: std::mem::take(&mut listed),
+                });
             }
         }
         while let Some((txid, _)) = self.pending.front() {
