@@ -77,8 +77,11 @@ pub(crate) struct ClosingRound {
 }
 
 impl ClosingRound {
-    fn begin(&self) {
+    /// Marks a round as running until the guard is dropped (however the
+    /// round ends: a waiter must never be left waiting for it).
+    fn begin(&self) -> RoundRunning<'_> {
         self.closing.store(true, Ordering::SeqCst);
+        RoundRunning(self)
     }
 
     fn end(&self) {
@@ -107,6 +110,15 @@ impl ClosingRound {
             self.round_ended.wait(&mut ended);
         }
         true
+    }
+}
+
+/// A closing round in flight: ends it when dropped.
+struct RoundRunning<'a>(&'a ClosingRound);
+
+impl Drop for RoundRunning<'_> {
+    fn drop(&mut self) {
+        self.0.end();
     }
 }
 
@@ -207,10 +219,8 @@ impl Db {
             Ok(())
         })();
         rounds.and_then(|()| {
-            shared.sync_closing.begin();
-            let result = self.commit_durably();
-            shared.sync_closing.end();
-            result
+            let _closing = shared.sync_closing.begin();
+            self.commit_durably()
         })
     }
 
@@ -562,7 +572,7 @@ mod tests {
         use std::sync::atomic::AtomicBool;
         let closing = ClosingRound::default();
         assert!(!closing.wait(), "no round runs");
-        closing.begin();
+        let round = closing.begin();
         let ending = AtomicBool::new(false);
         let started = std::sync::Barrier::new(2);
         std::thread::scope(|s| {
@@ -575,7 +585,7 @@ mod tests {
             });
             started.wait();
             ending.store(true, Ordering::SeqCst);
-            closing.end();
+            drop(round);
             assert!(waiter.join().unwrap(), "returned before the round ended");
         });
         assert!(!closing.wait(), "the round ended");
