@@ -15,10 +15,11 @@
 //!
 //! Invariant (kept by the writer, see `txn::Writer`): an entry is replaced or
 //! removed only once no open snapshot can reach the page it holds: after
-//! the page was freed and every snapshot older than the freeing commit ended,
-//! or after it was written to the file and every snapshot older than that
-//! write ended; and never while a sync's write-ahead (`txn::sync`), which
-//! reads entries without the writer lock, is writing it. A reader therefore
+//! the page was freed, or written to the file, and every snapshot that
+//! could read it from memory ended (one of a commit from the page's own up
+//! to the freeing commit, or up to the write; snapshots of older commits
+//! never reach it); and never while a sync's write-ahead (`txn::sync`),
+//! which reads entries without the writer lock, is writing it. A reader therefore
 //! never sees an entry change or vanish under it, which is what makes
 //! handing out plain slices sound.
 

@@ -261,6 +261,12 @@ pub(crate) struct Writer {
     /// Runs freed by each commit that were allocated since the last sync:
     /// no meta on disk reaches them, so they wait only for readers.
     pub pending_volatile: VecDeque<(u64, Vec<(PageId, u64)>)>,
+    /// How many entries at the front of `pending_volatile` have had the
+    /// memory of their runs let go of where no open snapshot reaches them
+    /// (the runs themselves still wait for every older snapshot).
+    pub volatile_dropped: usize,
+    /// The same for `pending`.
+    pub pending_dropped: usize,
     /// Pages allocated since the last sync.
     pub allocated_since_sync: ExtentSet,
     pub pending_pages: u64,
@@ -304,6 +310,11 @@ pub(crate) struct Writer {
     /// Pages put in the file (by a write-out or a write-ahead) that
     /// snapshots from before that still look for in memory.
     pub retired: VecDeque<Retired>,
+    /// Retired or freed pages in memory that an open snapshot may read.
+    pub held: Vec<Held>,
+    /// The open snapshots' commits, ascending (a buffer kept between
+    /// calls of [`Writer::release_pending`]).
+    pub snapshots: Vec<u64>,
     /// Bytes of the pages a write-ahead in flight is writing: they leave
     /// memory when it ends, so they do not count towards the unwritten
     /// limit meanwhile.
@@ -321,6 +332,28 @@ pub(crate) const RETIRE_PER_PARKED: usize = 4096;
 /// was 1024).
 const BUFFER_POOL: usize = 4096;
 
+/// Pages in memory kept for an open snapshot that may read them there.
+///
+/// A snapshot of commit `s` reaches only pages of commits up to `s`, and
+/// the snapshots that are open can only end (new ones are of the latest
+/// commit). So a page of commit `p` that is in the file (retired) or
+/// freed is needed in memory only while a snapshot of a commit in
+/// `p..until` is open: `until` is the first commit whose snapshots read
+/// the page from the file (retired pages) or do not reach it (freed
+/// ones). Such pages wait here, not in order behind every older snapshot:
+/// a long-lived one (a pinned stream) then holds only the pages it can
+/// reach, not every page written while it lives.
+pub(crate) struct Held {
+    /// A snapshot that may read them: they are looked at again once it has
+    /// ended.
+    pub waits_for: u64,
+    pub until: u64,
+    /// A page at one of the ids from a later commit is another page (the
+    /// id was reused) and stays.
+    pub newest: u64,
+    pub ids: Vec<PageId>,
+}
+
 /// Pages in the file whose copies in memory wait for older snapshots.
 pub(crate) struct Retired {
     /// Snapshots of commits before this one may read the pages from memory.
@@ -332,14 +365,12 @@ pub(crate) struct Retired {
 }
 
 impl Writer {
-    /// Moves pages freed by commits at or before `oldest` (every reader's
-    /// snapshot, or all if none) and already durable to the free set.
-    pub fn release_pending(
-        &mut self,
-        oldest: Option<u64>,
-        unwritten: &UnwrittenPages,
-        budget: usize,
-    ) {
+    /// Lets go of the memory of pages no open snapshot reads there any
+    /// more, and moves pages freed by commits at or before the oldest open
+    /// snapshot (all if none) and already durable to the free set. `open`
+    /// holds the open snapshots' commits, ascending.
+    pub fn release_pending(&mut self, open: &[u64], unwritten: &UnwrittenPages, budget: usize) {
+        let oldest = open.first().copied();
         let seen = |txid: u64| oldest.is_some_and(|o| txid > o);
         // Memory is let go of a bounded number of pages per call (each
         // write transaction's begin calls this under the writer lock): a
@@ -348,14 +379,44 @@ impl Writer {
         //
         // Retirement goes on while a write-ahead is in flight (under a
         // steady write load one nearly always is, and holding everything
-        // back let memory grow with the load: 0.5 GB of pages over 100k
-        // txns, 1.1 GB over 300k), except for the pages that write-ahead
-        // lists: it reads those from memory without the lock. They wait at
-        // the back of the queue (the budget bounds the loop).
+        // back let memory grow with the load: 1 GB over 300k txns at 1M
+        // keys), except for the pages that write-ahead lists: it reads
+        // those from memory without the lock. They wait at the back of the
+        // queue (the budget bounds the loop).
+        //
+        // Nor does a long-lived snapshot hold back what it cannot reach
+        // (see `Held`): a pinned stream held through 200k puts kept 2.2 GB
+        // of pages in memory when every older snapshot held them all.
         let mut budget = budget;
         let mut listed = Vec::new();
+        // Pages held for a snapshot that has ended since: look again.
+        let ready: Vec<Held> = self
+            .held
+            .extract_if(.., |h| open.binary_search(&h.waits_for).is_err())
+            .collect();
+        for h in ready {
+            if budget == 0 {
+                self.held.push(h);
+                continue;
+            }
+            budget = budget.saturating_sub(h.ids.len());
+            let (until, newest) = (h.until, h.newest);
+            self.drop_unreachable(h.ids, until, newest, open, unwritten, &mut listed);
+            if !listed.is_empty() {
+                // A page at a reused id that a write-ahead lists: looked
+                // at again next time (no snapshot has commit 0).
+                let ids = std::mem::take(&mut listed);
+                self.held.push(Held {
+                    waits_for: 0,
+                    until,
+                    newest,
+                    ids,
+                });
+            }
+        }
+        let mut rounds = self.retired.len();
         while let Some(front) = self.retired.front_mut() {
-            if seen(front.read_before) || budget == 0 {
+            if budget == 0 || rounds == 0 {
                 break;
             }
             let (read_before, written) = (front.read_before, front.written);
@@ -364,21 +425,12 @@ impl Writer {
             let ids: Vec<PageId> = front.ids.drain(from..).collect();
             if front.ids.is_empty() {
                 self.retired.pop_front();
+                rounds -= 1;
             }
             budget -= take;
-            for id in ids {
-                if self.writing_ahead.contains(&id) {
-                    listed.push(id);
-                    continue;
-                }
-                // SAFETY: every snapshot that predates the write has ended,
-                // later ones read pages this old from the file, and the
-                // write-ahead in flight, if any, does not list this id, so
-                // it reads nothing here. A newer page at a reused id is
-                // kept.
-                let old = unsafe { unwritten.remove_if(id, |b| Header(b).txid() <= written) };
-                self.recycle(old.into_iter());
-            }
+            // Snapshots of commits from `read_before` on read these pages
+            // from the file.
+            self.drop_unreachable(ids, read_before, written, open, unwritten, &mut listed);
             if !listed.is_empty() {
                 self.retired.push_back(Retired {
                     read_before,
@@ -392,6 +444,7 @@ impl Writer {
                 break;
             }
             let (_, runs) = self.pending.pop_front().expect("front exists");
+            self.pending_dropped = self.pending_dropped.saturating_sub(1);
             self.release(runs, unwritten);
         }
         while let Some((txid, _)) = self.pending_volatile.front() {
@@ -399,7 +452,111 @@ impl Writer {
                 break;
             }
             let (_, runs) = self.pending_volatile.pop_front().expect("front exists");
+            self.volatile_dropped = self.volatile_dropped.saturating_sub(1);
             self.release(runs, unwritten);
+        }
+        // Freed runs wait for every older snapshot before they are reused,
+        // but their memory (pages freed before a write-out let go of them)
+        // only for the snapshots that reach them. Each entry is looked at
+        // once; what a snapshot reaches then is held for it.
+        for volatile in [true, false] {
+            loop {
+                let (list, cursor) = if volatile {
+                    (&self.pending_volatile, self.volatile_dropped)
+                } else {
+                    (&self.pending, self.pending_dropped)
+                };
+                let Some((freed_by, runs)) = list.get(cursor).filter(|_| budget > 0) else {
+                    break;
+                };
+                let freed_by = *freed_by;
+                let ids: Vec<PageId> = runs.iter().map(|&(id, _)| id).collect();
+                budget = budget.saturating_sub(ids.len());
+                if volatile {
+                    self.volatile_dropped += 1;
+                } else {
+                    self.pending_dropped += 1;
+                }
+                // Snapshots of commits from `freed_by` on do not reach
+                // these pages; none of the ids is reused yet.
+                let (until, newest) = (freed_by, freed_by - 1);
+                self.drop_unreachable(ids, until, newest, open, unwritten, &mut listed);
+                if !listed.is_empty() {
+                    // Listed by the write-ahead in flight (a sync's first
+                    // rounds list most of what is in memory, and commits
+                    // meanwhile supersede much of it): looked at again next
+                    // time, not left for the run's release.
+                    let ids = std::mem::take(&mut listed);
+                    self.held.push(Held {
+                        waits_for: 0,
+                        until,
+                        newest,
+                        ids,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Drops from memory each page of `ids` that no open snapshot reads
+    /// there (see [`Held`] for `until` and `newest`); a page some open
+    /// snapshot may read is held for it in `self.held`, and one the
+    /// write-ahead in flight lists goes to `listed`. Called only at a
+    /// write transaction's begin, under the writer lock: no write
+    /// transaction is open.
+    fn drop_unreachable(
+        &mut self,
+        ids: Vec<PageId>,
+        until: u64,
+        newest: u64,
+        open: &[u64],
+        unwritten: &UnwrittenPages,
+        listed: &mut Vec<PageId>,
+    ) {
+        // Kept pages grouped by the snapshot they wait for (few distinct).
+        let mut kept: Vec<(u64, Vec<PageId>)> = Vec::new();
+        for id in ids {
+            if self.writing_ahead.contains(&id) {
+                listed.push(id);
+                continue;
+            }
+            let mut waits_for = None;
+            // SAFETY: no open snapshot reads this page from memory. Those
+            // of commits from `until` on read it from the file or do not
+            // reach it (see `Held`); those of commits before the page's own
+            // cannot reach it, and no older page of theirs is at this id
+            // (an id is reused only once every snapshot from before the
+            // commit that freed it has ended); one of a commit in between
+            // keeps it. A page newer than `newest` at the id is another
+            // page and stays. The write-ahead in flight does not list the
+            // id, so it reads nothing here, and no write transaction is
+            // open.
+            let old = unsafe {
+                unwritten.remove_if(id, |b| {
+                    let page = Header(b).txid();
+                    if page > newest {
+                        return false;
+                    }
+                    let first = open.partition_point(|&s| s < page);
+                    waits_for = open.get(first).copied().filter(|&s| s < until);
+                    waits_for.is_none()
+                })
+            };
+            self.recycle(old.into_iter());
+            if let Some(s) = waits_for {
+                match kept.iter_mut().find(|(k, _)| *k == s) {
+                    Some((_, group)) => group.push(id),
+                    None => kept.push((s, vec![id])),
+                }
+            }
+        }
+        for (waits_for, ids) in kept {
+            self.held.push(Held {
+                waits_for,
+                until,
+                newest,
+                ids,
+            });
         }
     }
 

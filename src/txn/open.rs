@@ -72,6 +72,7 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
             hwm: meta.hwm,
             file_pages: len / ps as u64,
             written: meta.txid,
+            newest: meta.txid,
             limits,
         };
         let attempt = (|| {
@@ -133,6 +134,8 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         free,
         pending: VecDeque::new(),
         pending_volatile: VecDeque::new(),
+        volatile_dropped: 0,
+        pending_dropped: 0,
         allocated_since_sync: ExtentSet::new(),
         pending_pages: 0,
         file_len: len,
@@ -152,6 +155,8 @@ pub(crate) fn open(path: &Path, opts: Options) -> Result<Db> {
         trim_to: None,
         data_synced_txid: meta.txid,
         retired: VecDeque::new(),
+        held: Vec::new(),
+        snapshots: Vec::new(),
         writing_ahead_bytes: 0,
     };
     let shared = Arc::new(Shared {

@@ -30,6 +30,9 @@ pub struct MappedPages {
     /// Every page with a transaction id up to this one is in the file;
     /// newer ones are in the unwritten pages.
     pub written: u64,
+    /// The commit this snapshot is of: no page it reaches is newer. Memory
+    /// lets go of newer pages while it is open (`Writer::release_pending`).
+    pub newest: u64,
     pub limits: Limits,
 }
 
@@ -57,6 +60,15 @@ impl MappedPages {
         }
         let ps = self.limits.page_size;
         if at.txid > self.written {
+            if at.txid > self.newest {
+                return Err(Error::corrupt(
+                    at.id,
+                    format!(
+                        "pointer to a page of transaction {}, newer than the snapshot's {}",
+                        at.txid, self.newest
+                    ),
+                ));
+            }
             return match unwritten.get(at.id) {
                 Some(bytes) if bytes.len() == span as usize * ps => Ok(Source::Memory(bytes)),
                 _ => Err(Error::corrupt(

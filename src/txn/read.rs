@@ -60,6 +60,7 @@ impl ReadTxn {
                 hwm: snap.hwm,
                 file_pages: snap.file_pages,
                 written: snap.written,
+                newest: snap.txid,
                 limits: shared.limits,
             },
             txid: snap.txid,

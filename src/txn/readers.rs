@@ -38,6 +38,15 @@ impl Readers {
         self.open -= 1;
     }
 
+    /// The commits of the open snapshots, ascending and without repeats,
+    /// into `out` (cleared first).
+    pub fn snapshots(&self, out: &mut Vec<u64>) {
+        out.clear();
+        out.extend(self.slots.iter().flatten().map(|&(t, _)| t));
+        out.sort_unstable();
+        out.dedup();
+    }
+
     /// The oldest snapshot still open.
     pub fn oldest(&self) -> Option<u64> {
         self.slots.iter().flatten().map(|&(t, _)| t).min()
@@ -73,9 +82,18 @@ mod tests {
         assert_eq!(r.oldest(), Some(5));
         let d = r.register(7);
         assert_eq!(d, b, "vacant slots are reused");
+        let mut open = vec![1];
+        r.snapshots(&mut open);
+        assert_eq!(open, [5, 7, 9]);
+        let e = r.register(7);
+        r.snapshots(&mut open);
+        assert_eq!(open, [5, 7, 9], "one entry per snapshot");
+        r.unregister(e);
         r.unregister(a);
         r.unregister(c);
         r.unregister(d);
+        r.snapshots(&mut open);
+        assert!(open.is_empty());
         assert_eq!((r.oldest(), r.open()), (None, 0));
     }
 }

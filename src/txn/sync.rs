@@ -1052,4 +1052,108 @@ mod tests {
         db.check().unwrap();
         reopens_with(db, &path, &expected);
     }
+
+    /// A long-lived snapshot holds in memory only the written pages it can
+    /// reach (those of its commit and before); pages of later commits
+    /// leave memory once written, while it is still open, and it goes on
+    /// reading what it saw. Without this a pinned stream held through a
+    /// write load kept every page written meanwhile in memory.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri the mapping is a copy of the file taken when it is made: it does not see pages rewritten in place, which these tests do"
+    )]
+    fn an_old_snapshot_holds_in_memory_only_the_pages_it_can_reach() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut opts = Options::new().page_size(512).durability(Durability::None);
+        opts.write_ahead_min = 1;
+        let db = opts.open(&path).unwrap();
+        // Room inside the file for both commits below, so that each
+        // write-ahead writes a whole commit (pages past the file's end
+        // would wait for a later write-out).
+        for prefix in ["k", "l", "m", "n"] {
+            commit(&db, Durability::Immediate, prefix, Some(1));
+        }
+        for prefix in ["k", "l", "m", "n"] {
+            commit(&db, Durability::Immediate, prefix, None);
+        }
+        commit(&db, Durability::None, "a", Some(2));
+        let whole_write_ahead = || {
+            let ahead = db.begin_write_ahead().unwrap().expect("pages held");
+            assert!(ahead.complete, "pages past the end of the file");
+            db.finish_write_ahead(ahead).unwrap();
+        };
+        let older = db.begin_read().unwrap();
+        let seen_then = snapshot_contents(&older);
+        let (first, first_txid) = held_by_last_commit(&db);
+        whole_write_ahead();
+        commit(&db, Durability::None, "b", Some(3));
+        let (second, second_txid) = held_by_last_commit(&db);
+        assert!(second_txid > older.txid());
+        // A snapshot that reads the second pages from memory, while the
+        // older one goes on.
+        let newer = db.begin_read().unwrap();
+        let newer_saw = snapshot_contents(&newer);
+        whole_write_ahead();
+        // This commit's begin retires both write-aheads' pages.
+        commit(&db, Durability::None, "z", Some(9));
+        assert!(
+            in_memory(&db, &first, first_txid) && in_memory(&db, &second, second_txid),
+            "retired while a snapshot could still read them"
+        );
+        assert_eq!(snapshot_contents(&newer), newer_saw);
+        drop(newer);
+        commit(&db, Durability::None, "z", Some(7));
+        assert!(
+            !in_memory(&db, &second, second_txid),
+            "pages of a commit after the open snapshot stayed in memory"
+        );
+        assert!(
+            in_memory(&db, &first, first_txid),
+            "retired while a snapshot could still read them"
+        );
+        // Pages superseded while still in memory (never written to the
+        // file) leave it too, though their room waits for the older
+        // snapshot before it is reused.
+        commit(&db, Durability::None, "c", Some(4));
+        let (third, third_txid) = held_by_last_commit(&db);
+        let third: Vec<PageId> = third
+            .into_iter()
+            .filter(|&id| {
+                db.shared
+                    .unwritten
+                    .get(id)
+                    .is_some_and(|b| crate::storage::page::Header(b).txid() == third_txid)
+            })
+            .collect();
+        assert!(!third.is_empty());
+        commit(&db, Durability::None, "c", Some(5));
+        let third: Vec<PageId> = {
+            let live: Vec<PageId> = db.shared.lock_writer().unwritten_live.iter().collect();
+            third.into_iter().filter(|id| !live.contains(id)).collect()
+        };
+        assert!(!third.is_empty(), "the second commit of c freed none");
+        commit(&db, Durability::None, "y", Some(1));
+        assert!(
+            !in_memory(&db, &third, third_txid),
+            "pages freed after the open snapshot stayed in memory"
+        );
+        assert_eq!(snapshot_contents(&older), seen_then);
+        drop(older);
+        commit(&db, Durability::None, "z", Some(8));
+        assert!(
+            !in_memory(&db, &first, first_txid),
+            "pages stayed in memory after the snapshot that could read them ended"
+        );
+        let expected: Vec<_> = [("a", 2u8), ("b", 3), ("c", 5), ("y", 1), ("z", 8)]
+            .iter()
+            .flat_map(|&(p, v)| {
+                (0..ROWS).map(move |i| (format!("{p}{i:03}").into_bytes(), vec![v; 100]))
+            })
+            .collect();
+        assert_eq!(contents(&db), expected);
+        db.check().unwrap();
+        reopens_with(db, &path, &expected);
+    }
 }

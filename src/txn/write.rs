@@ -280,8 +280,10 @@ impl WriteTxn {
         }
         // Pages freed by commits that every open snapshot is at or past can
         // no longer be seen by anyone: make them reusable.
-        let oldest = shared.state.lock().readers.oldest();
-        writer.release_pending(oldest, &shared.unwritten, retire);
+        let mut open = std::mem::take(&mut writer.snapshots);
+        shared.state.lock().readers.snapshots(&mut open);
+        writer.release_pending(&open, &shared.unwritten, retire);
+        writer.snapshots = open;
         shared.publish_space(&writer);
         let meta = writer.meta;
         let pages = MappedPages {
@@ -289,6 +291,7 @@ impl WriteTxn {
             hwm: meta.hwm,
             file_pages: writer.file_len / shared.limits.page_size as u64,
             written: writer.written_txid,
+            newest: meta.txid,
             limits: shared.limits,
         };
         Ok(WriteTxn {
