@@ -387,6 +387,11 @@ impl Writer {
         // Nor does a long-lived snapshot hold back what it cannot reach
         // (see `Held`): a pinned stream held through 200k puts kept 2.2 GB
         // of pages in memory when every older snapshot held them all.
+        // The freed runs' scan below has a budget of its own: behind a
+        // long-lived snapshot, with point reads opening snapshots all the
+        // time, what retirement left of a shared one let the scan fall
+        // further behind the frees with every call.
+        let mut scan_budget = budget;
         let mut budget = budget;
         let mut listed = Vec::new();
         // Pages held for a snapshot that has ended since: look again.
@@ -466,12 +471,12 @@ impl Writer {
                 } else {
                     (&self.pending, self.pending_dropped)
                 };
-                let Some((freed_by, runs)) = list.get(cursor).filter(|_| budget > 0) else {
+                let Some((freed_by, runs)) = list.get(cursor).filter(|_| scan_budget > 0) else {
                     break;
                 };
                 let freed_by = *freed_by;
                 let ids: Vec<PageId> = runs.iter().map(|&(id, _)| id).collect();
-                budget = budget.saturating_sub(ids.len());
+                scan_budget = scan_budget.saturating_sub(ids.len());
                 if volatile {
                     self.volatile_dropped += 1;
                 } else {
@@ -516,6 +521,12 @@ impl Writer {
         // Kept pages grouped by the snapshot they wait for (few distinct).
         let mut kept: Vec<(u64, Vec<PageId>)> = Vec::new();
         for id in ids {
+            if unwritten.get(id).is_none() {
+                // Most freed pages are in the file only: a shared lookup,
+                // not the exclusive one a removal takes. Only the writer
+                // adds entries, and it is the caller.
+                continue;
+            }
             if self.writing_ahead.contains(&id) {
                 listed.push(id);
                 continue;
