@@ -1156,4 +1156,48 @@ mod tests {
         db.check().unwrap();
         reopens_with(db, &path, &expected);
     }
+
+    /// A snapshot never looks in memory for a page of a commit newer than
+    /// its own: such a pointer can only come from a damaged page, and
+    /// memory lets go of newer pages while the snapshot is open.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri the mapping is a copy of the file taken when it is made: it does not see pages rewritten in place, which these tests do"
+    )]
+    fn a_pointer_to_a_page_newer_than_the_snapshot_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = with_pages_held(&dir.path().join("db"));
+        let older = db.begin_read().unwrap();
+        commit(&db, Durability::None, "b", Some(3));
+        let (ids, txid) = held_by_last_commit(&db);
+        assert!(txid > older.txid());
+        let (id, header) = ids
+            .iter()
+            .find_map(|&id| {
+                let b = db.shared.unwritten.get(id)?;
+                let h = crate::storage::page::Header(b);
+                (h.txid() == txid).then(|| (id, (h.txid(), h.checksum())))
+            })
+            .expect("a page of the newer commit in memory");
+        let at = crate::storage::page::PageRef {
+            id,
+            txid: header.0,
+            crc: header.1,
+        };
+        let shared = &db.shared;
+        let err = older
+            .mapped()
+            .node(at, &shared.verified, &shared.unwritten)
+            .err()
+            .expect("read a page newer than the snapshot");
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("newer than the snapshot"), "{err}");
+        // The newest snapshot reads the same page.
+        let newer = db.begin_read().unwrap();
+        newer
+            .mapped()
+            .node(at, &shared.verified, &shared.unwritten)
+            .unwrap();
+    }
 }
