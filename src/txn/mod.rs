@@ -345,7 +345,9 @@ const BUFFER_POOL: usize = 4096;
 /// reach, not every page written while it lives.
 pub(crate) struct Held {
     /// A snapshot that may read them: they are looked at again once it has
-    /// ended.
+    /// ended. 0 for pages the write-ahead in flight lists: looked at again
+    /// at every call (a snapshot of commit 0, if one is open, only delays
+    /// them).
     pub waits_for: u64,
     pub until: u64,
     /// A page at one of the ids from a later commit is another page (the
@@ -381,8 +383,8 @@ impl Writer {
         // steady write load one nearly always is, and holding everything
         // back let memory grow with the load: 1 GB over 300k txns at 1M
         // keys), except for the pages that write-ahead lists: it reads
-        // those from memory without the lock. They wait at the back of the
-        // queue (the budget bounds the loop).
+        // those from memory without the lock. They are held (see `Held`)
+        // and looked at again at the next call.
         //
         // Nor does a long-lived snapshot hold back what it cannot reach
         // (see `Held`): a pinned stream held through 200k puts kept 2.2 GB
@@ -393,7 +395,6 @@ impl Writer {
         // further behind the frees with every call.
         let mut scan_budget = budget;
         let mut budget = budget;
-        let mut listed = Vec::new();
         // Pages held for a snapshot that has ended since: look again.
         let ready: Vec<Held> = self
             .held
@@ -405,23 +406,10 @@ impl Writer {
                 continue;
             }
             budget = budget.saturating_sub(h.ids.len());
-            let (until, newest) = (h.until, h.newest);
-            self.drop_unreachable(h.ids, until, newest, open, unwritten, &mut listed);
-            if !listed.is_empty() {
-                // A page at a reused id that a write-ahead lists: looked
-                // at again next time (no snapshot has commit 0).
-                let ids = std::mem::take(&mut listed);
-                self.held.push(Held {
-                    waits_for: 0,
-                    until,
-                    newest,
-                    ids,
-                });
-            }
+            self.drop_unreachable(h.ids, h.until, h.newest, open, unwritten);
         }
-        let mut rounds = self.retired.len();
         while let Some(front) = self.retired.front_mut() {
-            if budget == 0 || rounds == 0 {
+            if budget == 0 {
                 break;
             }
             let (read_before, written) = (front.read_before, front.written);
@@ -430,19 +418,11 @@ impl Writer {
             let ids: Vec<PageId> = front.ids.drain(from..).collect();
             if front.ids.is_empty() {
                 self.retired.pop_front();
-                rounds -= 1;
             }
             budget -= take;
             // Snapshots of commits from `read_before` on read these pages
             // from the file.
-            self.drop_unreachable(ids, read_before, written, open, unwritten, &mut listed);
-            if !listed.is_empty() {
-                self.retired.push_back(Retired {
-                    read_before,
-                    written,
-                    ids: std::mem::take(&mut listed),
-                });
-            }
+            self.drop_unreachable(ids, read_before, written, open, unwritten);
         }
         while let Some((txid, _)) = self.pending.front() {
             if seen(*txid) || *txid > self.synced_txid {
@@ -483,22 +463,12 @@ impl Writer {
                     self.pending_dropped += 1;
                 }
                 // Snapshots of commits from `freed_by` on do not reach
-                // these pages; none of the ids is reused yet.
-                let (until, newest) = (freed_by, freed_by - 1);
-                self.drop_unreachable(ids, until, newest, open, unwritten, &mut listed);
-                if !listed.is_empty() {
-                    // Listed by the write-ahead in flight (a sync's first
-                    // rounds list most of what is in memory, and commits
-                    // meanwhile supersede much of it): looked at again next
-                    // time, not left for the run's release.
-                    let ids = std::mem::take(&mut listed);
-                    self.held.push(Held {
-                        waits_for: 0,
-                        until,
-                        newest,
-                        ids,
-                    });
-                }
+                // these pages; none of the ids is reused yet. Pages the
+                // write-ahead in flight lists (a sync's first rounds list
+                // most of what is in memory, and commits meanwhile
+                // supersede much of it) are held and looked at again, not
+                // left for the run's release.
+                self.drop_unreachable(ids, freed_by, freed_by - 1, open, unwritten);
             }
         }
     }
@@ -506,7 +476,8 @@ impl Writer {
     /// Drops from memory each page of `ids` that no open snapshot reads
     /// there (see [`Held`] for `until` and `newest`); a page some open
     /// snapshot may read is held for it in `self.held`, and one the
-    /// write-ahead in flight lists goes to `listed`. Called only at a
+    /// write-ahead in flight lists is held to be looked at again at the
+    /// next call (for snapshot 0, which no snapshot is). Called only at a
     /// write transaction's begin, under the writer lock: no write
     /// transaction is open.
     fn drop_unreachable(
@@ -516,10 +487,15 @@ impl Writer {
         newest: u64,
         open: &[u64],
         unwritten: &UnwrittenPages,
-        listed: &mut Vec<PageId>,
     ) {
-        // Kept pages grouped by the snapshot they wait for (few distinct).
+        // Kept pages grouped by the snapshot they wait for (few distinct;
+        // 0 for those the write-ahead in flight lists).
         let mut kept: Vec<(u64, Vec<PageId>)> = Vec::new();
+        let mut keep =
+            |waits_for: u64, id: PageId| match kept.iter_mut().find(|(k, _)| *k == waits_for) {
+                Some((_, group)) => group.push(id),
+                None => kept.push((waits_for, vec![id])),
+            };
         for id in ids {
             if unwritten.get(id).is_none() {
                 // Most freed pages are in the file only: a shared lookup,
@@ -528,7 +504,7 @@ impl Writer {
                 continue;
             }
             if self.writing_ahead.contains(&id) {
-                listed.push(id);
+                keep(0, id);
                 continue;
             }
             let mut waits_for = None;
@@ -555,10 +531,7 @@ impl Writer {
             };
             self.recycle(old.into_iter());
             if let Some(s) = waits_for {
-                match kept.iter_mut().find(|(k, _)| *k == s) {
-                    Some((_, group)) => group.push(id),
-                    None => kept.push((s, vec![id])),
-                }
+                keep(s, id);
             }
         }
         for (waits_for, ids) in kept {
