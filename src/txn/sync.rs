@@ -624,12 +624,27 @@ mod tests {
             .unwrap()
     }
 
+    /// A database of small pages whose syncs always write ahead.
+    fn always_writing_ahead(path: &std::path::Path) -> Db {
+        let mut opts = Options::new().page_size(512).durability(Durability::None);
+        opts.write_ahead_min = 1;
+        opts.open(path).unwrap()
+    }
+
+    /// The rows `commit` writes for each (prefix, value), in order.
+    fn rows_of(commits: &[(&str, u8)]) -> Rows {
+        commits
+            .iter()
+            .flat_map(|&(p, v)| {
+                (0..ROWS).map(move |i| (format!("{p}{i:03}").into_bytes(), vec![v; 100]))
+            })
+            .collect()
+    }
+
     /// A database whose syncs always write ahead, with room inside the
     /// file (written, then freed, durably) and unsynced pages in that room.
     fn with_pages_held(path: &std::path::Path) -> Db {
-        let mut opts = Options::new().page_size(512).durability(Durability::None);
-        opts.write_ahead_min = 1;
-        let db = opts.open(path).unwrap();
+        let db = always_writing_ahead(path);
         commit(&db, Durability::Immediate, "k", Some(1));
         commit(&db, Durability::Immediate, "k", None);
         commit(&db, Durability::None, "a", Some(2));
@@ -1042,12 +1057,7 @@ mod tests {
             "a page the write-ahead in flight lists left memory"
         );
         db.finish_write_ahead(ahead).unwrap();
-        let expected: Vec<_> = [("a", 2u8), ("b", 3), ("z", 9)]
-            .iter()
-            .flat_map(|&(p, v)| {
-                (0..ROWS).map(move |i| (format!("{p}{i:03}").into_bytes(), vec![v; 100]))
-            })
-            .collect();
+        let expected = rows_of(&[("a", 2u8), ("b", 3), ("z", 9)]);
         assert_eq!(contents(&db), expected);
         db.check().unwrap();
         reopens_with(db, &path, &expected);
@@ -1066,9 +1076,7 @@ mod tests {
     fn an_old_snapshot_holds_in_memory_only_the_pages_it_can_reach() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let mut opts = Options::new().page_size(512).durability(Durability::None);
-        opts.write_ahead_min = 1;
-        let db = opts.open(&path).unwrap();
+        let db = always_writing_ahead(&path);
         // Room inside the file for both commits below, so that each
         // write-ahead writes a whole commit (pages past the file's end
         // would wait for a later write-out).
@@ -1146,12 +1154,7 @@ mod tests {
             !in_memory(&db, &first, first_txid),
             "pages stayed in memory after the snapshot that could read them ended"
         );
-        let expected: Vec<_> = [("a", 2u8), ("b", 3), ("c", 5), ("y", 1), ("z", 8)]
-            .iter()
-            .flat_map(|&(p, v)| {
-                (0..ROWS).map(move |i| (format!("{p}{i:03}").into_bytes(), vec![v; 100]))
-            })
-            .collect();
+        let expected = rows_of(&[("a", 2u8), ("b", 3), ("c", 5), ("y", 1), ("z", 8)]);
         assert_eq!(contents(&db), expected);
         db.check().unwrap();
         reopens_with(db, &path, &expected);
