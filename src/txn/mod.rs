@@ -455,8 +455,15 @@ impl Writer {
                     break;
                 };
                 let freed_by = *freed_by;
-                let ids: Vec<PageId> = runs.iter().map(|&(id, _)| id).collect();
-                scan_budget = scan_budget.saturating_sub(ids.len());
+                scan_budget = scan_budget.saturating_sub(runs.len());
+                // Most freed pages are in the file only: a shared lookup
+                // each, not the exclusive one a removal takes. Only the
+                // writer adds entries, and it is the caller.
+                let ids: Vec<PageId> = runs
+                    .iter()
+                    .map(|&(id, _)| id)
+                    .filter(|&id| unwritten.get(id).is_some())
+                    .collect();
                 if volatile {
                     self.volatile_dropped += 1;
                 } else {
@@ -497,12 +504,6 @@ impl Writer {
                 None => kept.push((waits_for, vec![id])),
             };
         for id in ids {
-            if unwritten.get(id).is_none() {
-                // Most freed pages are in the file only: a shared lookup,
-                // not the exclusive one a removal takes. Only the writer
-                // adds entries, and it is the caller.
-                continue;
-            }
             if self.writing_ahead.contains(&id) {
                 keep(0, id);
                 continue;
