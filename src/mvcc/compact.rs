@@ -46,7 +46,6 @@ use std::ops::Range;
 use std::time::Duration;
 
 use super::keys::{self, split_kv_key, split_rev_key, REV_LEN};
-use super::read;
 use super::record::Record;
 use super::Tables;
 use crate::error::{Error, Result};
@@ -61,6 +60,10 @@ use crate::txn::{TxnRead, WriteTxn};
 /// entries' keys and the removals found) and half that while it is applied:
 /// 10 and 5 MB at this size with keys of 35 bytes.
 pub const BATCH: usize = 65_536;
+
+/// Most versions older than a plan's change to a key that the plan leaves
+/// to a later plan changing the key again (see [`Plan::make`]).
+const WAITING_VERSIONS: usize = 2;
 
 /// Immediate mode: the least work a batch does before it ends early for a
 /// waiting writer. Without it a busy foreground would let compaction remove
@@ -193,14 +196,36 @@ impl Plan {
             {
                 continue;
             }
-            // Every version of the key older than this one, newest first.
+            // The key's newest version at or below the target.
             probe.clear();
             keys::escape_into(key, &mut probe);
             let esc_len = probe.len();
-            probe.extend_from_slice(&(!(c.main - 1)).to_be_bytes());
+            probe.extend_from_slice(&(!target).to_be_bytes());
             // Keys come in ascending order: most probes land in the leaf
             // the last one ended in, or the next.
             let mut found = versions.seek_forward(&probe)?;
+            let newest = match found {
+                Some((vk, _))
+                    if vk.len() == esc_len + REV_LEN && vk[..esc_len] == probe[..esc_len] =>
+                {
+                    let (_, rev) = split_kv_key(vk)
+                        .ok_or_else(|| Error::CorruptFile("malformed kv table key".into()))?;
+                    Some(rev)
+                }
+                _ => None,
+            };
+            // A later change at or below the target supersedes this one:
+            // the plan that holds it removes everything this one would.
+            let superseded = newest.is_some_and(|rev| rev > c.main);
+            if newest == Some(c.main) {
+                found = versions.next()?;
+            } else if superseded {
+                probe.truncate(esc_len);
+                probe.extend_from_slice(&(!(c.main - 1)).to_be_bytes());
+                found = versions.seek_forward(&probe)?;
+            }
+            // Every version of the key older than this change, newest first.
+            let (removals, key_bytes) = (plan.removals.len(), plan.keys.len());
             while let Some((vk, vv)) = found {
                 if vk.len() != esc_len + REV_LEN || vk[..esc_len] != probe[..esc_len] {
                     break;
@@ -211,16 +236,21 @@ impl Plan {
                 plan.push(vk, keys::rev_key(rev, older));
                 found = versions.next()?;
             }
+            // A key superseded later with few versions to remove waits for
+            // that later plan, which rewrites its leaf anyway: a key
+            // changed in several plans (a read-compare-write, then an
+            // overwrite) then costs one rewrite of its leaf, not one per
+            // plan. The few versions that wait bound what a key can pile
+            // up, and with it the size of a plan.
+            if superseded && plan.removals.len() - removals <= WAITING_VERSIONS {
+                plan.removals.truncate(removals);
+                plan.keys.truncate(key_bytes);
+            }
             // A deletion that is the newest version at or below the target.
-            if c.deletion {
-                // The lookup leaves the escaped key at the start of `probe`.
-                if let Some((rev, _)) = read::version_at_with(r, t.kv, key, target, &mut probe)? {
-                    if rev == c.main {
-                        probe.truncate(esc_len);
-                        probe.extend_from_slice(&(!c.main).to_be_bytes());
-                        plan.push(&probe, keys::rev_key(c.main, c.sub));
-                    }
-                }
+            if c.deletion && newest == Some(c.main) {
+                probe.truncate(esc_len);
+                probe.extend_from_slice(&(!c.main).to_be_bytes());
+                plan.push(&probe, keys::rev_key(c.main, c.sub));
             }
         }
         Ok(plan)
@@ -457,16 +487,7 @@ mod tests {
         let r = store.db().begin_read().unwrap();
         let t = read_tables(&r).unwrap();
         let p = Plan::make(&r, t, 1, 8, 50).unwrap();
-        let order: Vec<(Vec<u8>, u64)> = p
-            .removals
-            .iter()
-            .map(|m| {
-                let (esc, rev) = split_kv_key(&p.keys[m.kv.clone()]).unwrap();
-                let (main, _) = split_rev_key(&m.rev).unwrap();
-                assert_eq!(main, rev, "a version and its log entry go together");
-                (keys::unescape(esc).unwrap(), rev)
-            })
-            .collect();
+        let order = removals_of(&p);
         // Each version once, although three log entries of each key
         // name the oldest; newest first (`kv` order) but b's deletion
         // after every version it hid.
@@ -482,6 +503,63 @@ mod tests {
         .map(|(k, r)| (k.to_vec(), r))
         .collect();
         assert_eq!(order, expected);
+    }
+
+    /// The versions `p` removes, as (key, revision), in its order.
+    fn removals_of(p: &Plan) -> Vec<(Vec<u8>, u64)> {
+        p.removals
+            .iter()
+            .map(|m| {
+                let (esc, rev) = split_kv_key(&p.keys[m.kv.clone()]).unwrap();
+                let (main, _) = split_rev_key(&m.rev).unwrap();
+                assert_eq!(main, rev, "a version and its log entry go together");
+                (keys::unescape(esc).unwrap(), rev)
+            })
+            .collect()
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "under Miri the mapping is a copy of the file taken when it is made: it does not see later commits"
+    )]
+    fn a_key_changed_again_in_a_later_plan_leaves_few_versions_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("kv.db"), StoreOptions::new()).unwrap();
+        store.put(b"a", b"1").unwrap(); // 2
+        store.put(b"a", b"2").unwrap(); // 3
+        for v in 0..4u8 {
+            store.put(b"b", &[v]).unwrap(); // 4..=7
+        }
+        store.put(b"a", b"3").unwrap(); // 8
+        store.put(b"b", b"4").unwrap(); // 9
+        let r = store.db().begin_read().unwrap();
+        let t = read_tables(&r).unwrap();
+        let first = Plan::make(&r, t, 1, 9, 6).unwrap();
+        assert!(!first.done && first.end == 7, "the first plan covers 2..=7");
+        // Both keys change again in the second plan. a has one version to
+        // remove here (2): it waits. b has three (4, 5, 6): they go now,
+        // so no key piles up its versions for a later plan.
+        let expected: Vec<(Vec<u8>, u64)> =
+            vec![(b"b".to_vec(), 6), (b"b".to_vec(), 5), (b"b".to_vec(), 4)];
+        assert_eq!(removals_of(&first), expected);
+        let second = Plan::make(&r, t, 7, 9, 6).unwrap();
+        assert!(second.done);
+        // The plan of a's newest change removes all of a's older versions;
+        // on this snapshot b's versions 4..=6 are still there and named
+        // again (removing an absent one is a no-op).
+        let expected: Vec<(Vec<u8>, u64)> = [
+            (b"a", 3),
+            (b"a", 2),
+            (b"b", 7),
+            (b"b", 6),
+            (b"b", 5),
+            (b"b", 4),
+        ]
+        .into_iter()
+        .map(|(k, r)| (k.to_vec(), r))
+        .collect();
+        assert_eq!(removals_of(&second), expected);
     }
 
     #[test]
