@@ -7,7 +7,9 @@
 //! every key changed in a plan's entries it removes the versions older
 //! than its newest change there (superseded by it) and, when that change
 //! is a deletion and the newest version at or below the target, the
-//! deletion itself; a plan applies its removals in key order. One caller
+//! deletion itself; a plan applies its removals in key order. A key that a
+//! later change at or below the target supersedes, with few versions to
+//! remove, waits for that change's plan (see [`Plan::make`]). One caller
 //! runs it at a time; progress is saved in the same transaction as a
 //! plan's last removals. Open finishes a compaction a crash interrupted,
 //! replaying the plan after the saved progress: the crash may have kept
@@ -128,7 +130,9 @@ impl Plan {
     /// everything the older ones would), and looks the keys up and orders
     /// the removals in `kv` key order, except that a deletion goes after
     /// the versions it hid: a commit of the parked transaction between two
-    /// removals never exposes one of them.
+    /// removals never exposes one of them. A key whose newest version at or
+    /// below the target is newer than its change here, and that has at most
+    /// [`WAITING_VERSIONS`] versions to remove, is left to the later plan.
     pub fn make<T: TxnRead + ?Sized>(
         r: &T,
         t: Tables,
