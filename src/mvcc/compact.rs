@@ -45,13 +45,17 @@
 //! waits.
 
 use std::ops::Range;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::keys::{self, split_kv_key, split_rev_key, REV_LEN};
 use super::record::Record;
-use super::Tables;
+use super::{
+    read_tables, read_u64, tables, CommitMode, ResponseHeader, Store, Tables, META_COMPACTED,
+    META_PROGRESS, META_SCHEDULED,
+};
 use crate::error::{Error, Result};
-use crate::txn::{TxnRead, WriteTxn};
+use crate::txn::parked::PARK_MAX_PAGES;
+use crate::txn::{Durability, TxnRead, WriteTxn};
 
 /// Log entries one plan covers (more when one revision has more changes:
 /// a revision is never split between plans). Large enough that a
@@ -317,6 +321,175 @@ impl Plan {
         }
         self.reached = self.end;
         Ok(())
+    }
+}
+
+/// What one turn of the physical compaction did.
+enum CompactionStep {
+    /// Nothing is scheduled, or this turn completed it.
+    Done,
+    /// Removals applied; the plan in hand has more.
+    Applied,
+    /// No plan in hand, or it is used up: make one from here.
+    Replan { progress: u64, target: u64 },
+}
+
+/// One turn of the physical compaction in `w`: applies the plan in hand
+/// (see `compact::Plan::apply` for `give_way`) until `give_way` says so or
+/// `w` holds `max_pages` pages (a plan's removals could otherwise pile up
+/// a whole plan's pages in one transaction). Only one caller runs
+/// compaction at a time (`Inner::compacting`), so only this caller's plans
+/// move its progress, and the tables are read only between plans.
+///
+/// Progress is saved once per plan, not per turn: a crash (or a commit of
+/// the parked transaction) in between leaves removals past the saved
+/// progress, which a resumed compaction replays, and replaying a removal
+/// is a no-op.
+fn compaction_step(
+    w: &mut WriteTxn,
+    plan: &mut Option<Plan>,
+    max_pages: usize,
+    mut give_way: impl FnMut(&WriteTxn) -> bool,
+) -> Result<CompactionStep> {
+    let t = tables(w)?;
+    let Some(p) = plan.as_mut().filter(|p| !p.is_used_up()) else {
+        let Some(target) = read_u64(w, t.meta, META_SCHEDULED)? else {
+            return Ok(CompactionStep::Done);
+        };
+        let progress = read_u64(w, t.meta, META_PROGRESS)?.unwrap_or(0);
+        return Ok(CompactionStep::Replan { progress, target });
+    };
+    p.apply(w, t, |w| w.dirty_pages() >= max_pages || give_way(w))?;
+    if !p.is_used_up() {
+        return Ok(CompactionStep::Applied);
+    }
+    let progress = p.progress();
+    w.insert(t.meta, META_PROGRESS, &progress.to_be_bytes())?;
+    if !p.completes() {
+        let target = p.target();
+        return Ok(CompactionStep::Replan { progress, target });
+    }
+    match read_u64(w, t.meta, META_SCHEDULED)? {
+        // Compacted further while this plan ran: on toward the new target.
+        Some(target) if target != p.target() => Ok(CompactionStep::Replan { progress, target }),
+        _ => {
+            w.remove(t.meta, META_SCHEDULED)?;
+            Ok(CompactionStep::Done)
+        }
+    }
+}
+
+impl Store {
+    /// Compacts history below `revision`: from when this returns, reads
+    /// below it fail with [`Error::Compacted`]. Every key keeps its newest
+    /// version at or below `revision` unless that version is a deletion.
+    /// The removal runs in small batches planned without the writer and
+    /// applied between writes (in batched mode in the parked transaction,
+    /// a few microseconds at a time), so writers and readers keep going;
+    /// this call returns when it is done.
+    pub fn compact(&self, revision: i64) -> Result<ResponseHeader> {
+        if self.inner.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let current = {
+            let mut revs = self.inner.revs.lock();
+            if revision <= revs.compacted as i64 {
+                return Err(Error::Compacted {
+                    requested: revision,
+                    compacted: revs.compacted as i64,
+                });
+            }
+            if revision > revs.current as i64 {
+                return Err(Error::FutureRevision {
+                    requested: revision,
+                    current: revs.current as i64,
+                });
+            }
+            let mut w = self.inner.db.begin_write()?;
+            w.set_durability(Durability::Immediate);
+            let t = tables(&mut w)?;
+            if w.get(t.meta, META_PROGRESS)?.is_none() {
+                w.insert(t.meta, META_PROGRESS, &revs.compacted.to_be_bytes())?;
+            }
+            w.insert(t.meta, META_COMPACTED, &(revision as u64).to_be_bytes())?;
+            w.insert(t.meta, META_SCHEDULED, &(revision as u64).to_be_bytes())?;
+            w.commit()?;
+            revs.compacted = revision as u64;
+            revs.current
+        };
+        self.finish_compaction()?;
+        Ok(ResponseHeader {
+            revision: current as i64,
+        })
+    }
+
+    /// Runs the physical compaction up to the scheduled revision, if any,
+    /// in batches planned on snapshots (see `compact`): in batched mode in
+    /// the parked transaction between foreground writes, else each batch
+    /// its own write transaction.
+    pub(super) fn finish_compaction(&self) -> Result<()> {
+        let db = &self.inner.db;
+        let _alone = self.inner.compacting.lock();
+        let mut plan = None;
+        loop {
+            let step = if let CommitMode::Batched { .. } = self.inner.opts.commit {
+                db.let_parked_waiters_in();
+                let mut resumed = db.resume_parked()?;
+                let step = compaction_step(resumed.txn(), &mut plan, PARK_MAX_PAGES, |_| {
+                    db.parked_contended()
+                });
+                match step {
+                    Ok(step) => {
+                        resumed.park(true)?;
+                        step
+                    }
+                    // The parked transaction holds acknowledged writes and
+                    // removals in an unknown state: neither can be kept.
+                    Err(e) => {
+                        resumed.abandon(&e);
+                        return Err(e);
+                    }
+                }
+            } else {
+                let mut w = db.begin_write_yielding()?;
+                let began = Instant::now();
+                let step = compaction_step(&mut w, &mut plan, SLICE_MAX_PAGES, |w| {
+                    w.writer_waiting() && began.elapsed() >= MIN_SLICE
+                })?;
+                w.commit()?;
+                step
+            };
+            match step {
+                CompactionStep::Done => return Ok(()),
+                CompactionStep::Applied => self.pace_compaction()?,
+                CompactionStep::Replan { progress, target } => {
+                    self.pace_compaction()?;
+                    // Without the writer: the plan only reads.
+                    let r = db.begin_read()?;
+                    let t = read_tables(&r)?;
+                    let budget = self.inner.opts.compaction_batch;
+                    plan = Some(Plan::make(&r, t, progress, target, budget)?);
+                }
+            }
+        }
+    }
+
+    /// Paces compaction against the disk (see `Db::pace_background`). In
+    /// batched mode with no foreground writes waiting for a sync, the sync
+    /// it calls for is a round of the background syncer, so removals go on
+    /// while the disk writes the ones before (the next sync due waits for
+    /// that round): such a compaction spent a third of its time in syncs it
+    /// made itself. While foreground writes go on, compaction syncs itself
+    /// as before: a syncer round beside it and them took the writers' share
+    /// of two cores (put p99 and p999 beside compaction rose in the runs of
+    /// docs/benchmarks.md, fifteenth session). Where no syncer runs, or its
+    /// round failed, it syncs itself too.
+    fn pace_compaction(&self) -> Result<()> {
+        let quiet = *self.inner.unsynced.lock() == 0;
+        // One write handed: a round runs only when writes are due.
+        self.inner
+            .db
+            .pace_background_with(|| quiet && self.hand_to_syncer(1))
     }
 }
 

@@ -27,33 +27,35 @@ pub(crate) mod changes;
 mod commit;
 mod compact;
 pub mod keys;
+mod options;
 pub(crate) mod read;
 mod record;
 mod salvage;
 mod space;
+mod syncer;
 mod txn;
 mod write;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::quota::{self, Alarm, DEFAULT_QUOTA_BYTES};
+use crate::quota::{self, Alarm};
 use crate::txn::parked::PARK_MAX_PAGES;
 use crate::txn::{Durability, TxnRead, WriteTxn};
 use crate::{Db, Options, ReadTxn, Table};
 
 pub use changes::{Event, EventKind};
 pub use keys::prefix_end;
+pub use options::{CommitMode, StoreOptions};
 pub use read::RangeEnd;
 pub use record::KeyValue;
 pub use salvage::StoreSalvageReport;
 pub use space::Status;
+use syncer::{SyncRounds, Syncer};
 pub use txn::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeOptions, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp,
@@ -67,157 +69,6 @@ const META_CURRENT: &[u8] = b"current_revision";
 const META_COMPACTED: &[u8] = b"compacted_revision";
 const META_SCHEDULED: &[u8] = b"scheduled_compact_revision";
 const META_PROGRESS: &[u8] = b"compact_progress";
-
-/// When writes become durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommitMode {
-    /// Every write is durable when it returns. Concurrent writers share
-    /// commits and fsyncs (group commit).
-    Immediate,
-    /// Like etcd's backend batching: writes are visible to every reader as
-    /// soon as they return, and synced every `max_writes` writes or
-    /// `max_delay`, whichever comes first. A crash (of the process, the
-    /// machine or its power) loses at most the writes since the last sync
-    /// and never corrupts the store. Syncs run on a background thread, which
-    /// starts one early, at half of `max_writes`. A writer that fills
-    /// `max_writes` before that sync ends waits for it (writers stay at most
-    /// one sync ahead of the disk) and leaves the next sync to the thread.
-    ///
-    /// Consecutive writes share one storage transaction, kept open
-    /// ("parked") between them, as etcd's backend keeps its bbolt
-    /// transaction: a page many of them touch is copied once, not once per
-    /// write. Point reads (a range of one key) read through it; any other
-    /// read, a sync, compaction, defragmentation or a storage-level
-    /// [`Db::begin_write`] commits it first (at most 4096 pages of work, a
-    /// few milliseconds), and so does the writer itself whenever anyone
-    /// else waits for the writer lock or the transaction holds 4096 pages.
-    /// Storage-level
-    /// readers ([`Db::begin_read`]) see parked writes once they are
-    /// committed.
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// use revkv::mvcc::{CommitMode, Store, StoreOptions};
-    /// use std::time::Duration;
-    /// let batched = CommitMode::Batched { max_writes: 10_000, max_delay: Duration::from_millis(100) };
-    /// let store = Store::open(dir.path().join("kv.db"), StoreOptions::new().commit_mode(batched))?;
-    /// store.put(b"k", b"v")?;
-    /// store.sync()?; // durable now, not at the next batch
-    /// # Ok::<(), revkv::Error>(())
-    /// ```
-    Batched {
-        /// Sync after this many writes.
-        max_writes: u32,
-        /// Sync at least this often while writes are unsynced.
-        max_delay: Duration,
-    },
-}
-
-/// How to open a [`Store`]; a builder.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    page_size: Option<u32>,
-    commit: CommitMode,
-    max_value_bytes: usize,
-    max_request_bytes: usize,
-    max_txn_ops: usize,
-    read_only: bool,
-    quota: Option<u64>,
-    compaction_batch: usize,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions::new()
-    }
-}
-
-impl StoreOptions {
-    /// etcd's defaults: values up to 1 MiB, requests up to 1.5 MiB, 128
-    /// operations per transaction; every write durable on return.
-    pub fn new() -> StoreOptions {
-        StoreOptions {
-            page_size: None,
-            commit: CommitMode::Immediate,
-            max_value_bytes: 1 << 20,
-            max_request_bytes: 3 << 19,
-            max_txn_ops: 128,
-            read_only: false,
-            quota: Some(DEFAULT_QUOTA_BYTES),
-            compaction_batch: compact::BATCH,
-        }
-    }
-
-    /// Page size of a new file (see [`Options::page_size`]).
-    pub fn page_size(mut self, bytes: u32) -> StoreOptions {
-        self.page_size = Some(bytes);
-        self
-    }
-
-    /// When writes become durable.
-    pub fn commit_mode(mut self, mode: CommitMode) -> StoreOptions {
-        self.commit = mode;
-        self
-    }
-
-    /// Largest value of one key.
-    pub fn max_value_bytes(mut self, bytes: usize) -> StoreOptions {
-        self.max_value_bytes = bytes;
-        self
-    }
-
-    /// Largest request: the bytes of its keys, values, range ends and
-    /// compare operands, plus 8 per operation and 16 per compare (etcd
-    /// measures the encoded protobuf; this is close to it).
-    pub fn max_request_bytes(mut self, bytes: usize) -> StoreOptions {
-        self.max_request_bytes = bytes;
-        self
-    }
-
-    /// Most operations in one branch of a transaction.
-    pub fn max_txn_ops(mut self, ops: usize) -> StoreOptions {
-        self.max_txn_ops = ops;
-        self
-    }
-
-    /// The space quota (etcd's `--quota-backend-bytes`; default 2 GiB): a
-    /// write that would take the database past it raises the NOSPACE alarm
-    /// and fails with [`Error::NoSpace`]; see [`crate::quota`].
-    pub fn quota_bytes(mut self, bytes: u64) -> StoreOptions {
-        self.quota = Some(bytes);
-        self
-    }
-
-    /// No space quota: the database grows until the disk is full (a full
-    /// disk fails the write cleanly; nothing committed is lost).
-    pub fn no_quota(mut self) -> StoreOptions {
-        self.quota = None;
-        self
-    }
-
-    /// Revision-log entries one compaction plan covers (default 65,536).
-    /// A plan is made on a snapshot, without the writer, and orders its
-    /// removals by key, so the larger it is the more removals share a
-    /// page. It costs about 150 bytes of memory per entry while it is made
-    /// and half that while it is applied (10 and 5 MB at the default with
-    /// keys of 35 bytes), and a crash replays at most one plan. It does
-    /// not bound how long compaction holds the writer: a plan is applied
-    /// in slices that end when a writer waits (with
-    /// [`CommitMode::Immediate`] after at least 200 us, each slice its own
-    /// write transaction) or when the transaction holds 1024 pages (4096
-    /// in batched mode, where the slice's pages are the parked
-    /// transaction's).
-    pub fn compaction_batch(mut self, entries: usize) -> StoreOptions {
-        self.compaction_batch = entries.max(1);
-        self
-    }
-
-    /// Open without writing (a shared lock; no compaction is resumed).
-    pub fn read_only(mut self, read_only: bool) -> StoreOptions {
-        self.read_only = read_only;
-        self
-    }
-}
 
 /// Handles of the store's tables, valid inside one storage transaction.
 #[derive(Debug, Clone, Copy)]
@@ -256,37 +107,6 @@ struct Inner {
     /// The background syncer of batched mode, stopped and joined on drop.
     syncer: Mutex<Option<Syncer>>,
     rounds: Arc<SyncRounds>,
-}
-
-/// The background syncer's rounds, for writers that fill `max_writes`:
-/// they hand their writes to it and wait for the round in flight, not for
-/// a sync of their own.
-#[derive(Default)]
-struct SyncRounds {
-    state: Mutex<RoundState>,
-    /// Notified when a round ends.
-    ended: Condvar,
-}
-
-#[derive(Default)]
-struct RoundState {
-    /// Rounds begun and ended (each a sync); a round is in flight while
-    /// `begun > ended`.
-    begun: u64,
-    ended: u64,
-    /// The last round that failed.
-    failed: u64,
-    /// Writes handed over by writers that filled `max_writes`, for the
-    /// next round.
-    handed: u32,
-}
-
-/// The batched mode's background syncer.
-struct Syncer {
-    /// A message starts a sync now; dropping it wakes the thread and ends
-    /// it.
-    wake: mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
 }
 
 impl Drop for Inner {
@@ -355,61 +175,6 @@ fn read_tables(r: &ReadTxn) -> Result<Tables> {
         rev: r.open_table(REV)?,
         meta: r.open_table(META)?,
     })
-}
-
-/// What one turn of the physical compaction did.
-enum CompactionStep {
-    /// Nothing is scheduled, or this turn completed it.
-    Done,
-    /// Removals applied; the plan in hand has more.
-    Applied,
-    /// No plan in hand, or it is used up: make one from here.
-    Replan { progress: u64, target: u64 },
-}
-
-/// One turn of the physical compaction in `w`: applies the plan in hand
-/// (see `compact::Plan::apply` for `give_way`) until `give_way` says so or
-/// `w` holds `max_pages` pages (a plan's removals could otherwise pile up
-/// a whole plan's pages in one transaction). Only one caller runs
-/// compaction at a time (`Inner::compacting`), so only this caller's plans
-/// move its progress, and the tables are read only between plans.
-///
-/// Progress is saved once per plan, not per turn: a crash (or a commit of
-/// the parked transaction) in between leaves removals past the saved
-/// progress, which a resumed compaction replays, and replaying a removal
-/// is a no-op.
-fn compaction_step(
-    w: &mut WriteTxn,
-    plan: &mut Option<compact::Plan>,
-    max_pages: usize,
-    mut give_way: impl FnMut(&WriteTxn) -> bool,
-) -> Result<CompactionStep> {
-    let t = tables(w)?;
-    let Some(p) = plan.as_mut().filter(|p| !p.is_used_up()) else {
-        let Some(target) = read_u64(w, t.meta, META_SCHEDULED)? else {
-            return Ok(CompactionStep::Done);
-        };
-        let progress = read_u64(w, t.meta, META_PROGRESS)?.unwrap_or(0);
-        return Ok(CompactionStep::Replan { progress, target });
-    };
-    p.apply(w, t, |w| w.dirty_pages() >= max_pages || give_way(w))?;
-    if !p.is_used_up() {
-        return Ok(CompactionStep::Applied);
-    }
-    let progress = p.progress();
-    w.insert(t.meta, META_PROGRESS, &progress.to_be_bytes())?;
-    if !p.completes() {
-        let target = p.target();
-        return Ok(CompactionStep::Replan { progress, target });
-    }
-    match read_u64(w, t.meta, META_SCHEDULED)? {
-        // Compacted further while this plan ran: on toward the new target.
-        Some(target) if target != p.target() => Ok(CompactionStep::Replan { progress, target }),
-        _ => {
-            w.remove(t.meta, META_SCHEDULED)?;
-            Ok(CompactionStep::Done)
-        }
-    }
 }
 
 fn read_revisions(txn: &impl TxnRead, meta: Table) -> Result<Revisions> {
@@ -481,48 +246,8 @@ impl Store {
             }),
         };
         if let Some(delay) = syncer {
-            let (wake, rx) = mpsc::channel::<()>();
-            // The thread holds its own database handle, not the store: the
-            // store's drop stops and joins it, so the last handle (and the
-            // file lock) goes away with the store, on the caller's thread.
-            let db = store.inner.db.clone();
-            let unsynced = Arc::clone(&store.inner.unsynced);
-            let rounds = Arc::clone(&store.inner.rounds);
-            let thread = std::thread::Builder::new()
-                .name("revkv-syncer".into())
-                .spawn(move || {
-                    // Syncs every `max_delay`, or at once when writers
-                    // ask; ends when the store is dropped (the sender goes
-                    // away).
-                    while rx.recv_timeout(delay) != Err(mpsc::RecvTimeoutError::Disconnected) {
-                        // The count is taken, not held, during the sync:
-                        // writers count on (and hand their count over at
-                        // `max_writes`) while the disk works.
-                        let n = std::mem::take(&mut *unsynced.lock());
-                        let round = {
-                            let mut s = rounds.state.lock();
-                            let n = n + std::mem::take(&mut s.handed);
-                            (n > 0).then(|| {
-                                s.begun += 1;
-                                (n, s.begun)
-                            })
-                        };
-                        let Some((n, round)) = round else { continue };
-                        let failed = db.sync_unmarked().is_err();
-                        if failed {
-                            *unsynced.lock() += n;
-                        }
-                        let mut s = rounds.state.lock();
-                        s.ended = round;
-                        if failed {
-                            s.failed = round;
-                        }
-                        drop(s);
-                        rounds.ended.notify_all();
-                    }
-                })
-                .map_err(|e| Error::io("starting the sync thread", e))?;
-            *store.inner.syncer.lock() = Some(Syncer { wake, thread });
+            let syncer = Syncer::start(&store.inner, delay)?;
+            *store.inner.syncer.lock() = Some(syncer);
         }
         if !store.inner.opts.read_only {
             store.finish_compaction()?;
@@ -986,200 +711,6 @@ impl Store {
             .is_none_or(|q| quota::Quota::size(&self.inner.db).saturating_add(margin) < q)
     }
 
-    /// Batched mode: sync once enough writes are unsynced.
-    ///
-    /// Half way to `max_writes` the background syncer is asked to start, so
-    /// writers go on while the disk works. A writer that fills `max_writes`
-    /// hands them to the syncer's next round and waits for the round in
-    /// flight, if any, to end: writers never run more than one sync ahead
-    /// of the disk, and none waits for a whole sync of its own (it used to
-    /// wait out the rest of the round in flight and then its own sync:
-    /// 0.17 to 0.78 s beside compaction and defragmentation at 1M keys).
-    /// If the round it waited for failed, it syncs itself, so the error
-    /// reaches a writer.
-    fn after_commit(&self, writes: u32) -> Result<()> {
-        if let CommitMode::Batched { max_writes, .. } = self.inner.opts.commit {
-            let half = (max_writes / 2).max(1);
-            let due = {
-                let mut n = self.inner.unsynced.lock();
-                let before = *n;
-                *n += writes;
-                if *n < max_writes {
-                    let crossed_half = before < half && *n >= half;
-                    drop(n);
-                    if crossed_half {
-                        if let Some(syncer) = &*self.inner.syncer.lock() {
-                            // A send fails only while the store is dropped.
-                            let _ = syncer.wake.send(());
-                        }
-                    }
-                    return Ok(());
-                }
-                std::mem::take(&mut *n)
-            };
-            if self.hand_to_syncer(due) {
-                return Ok(());
-            }
-            // Every write counted in `due` committed before this sync began,
-            // so the sync covers it; on failure it stays counted.
-            if let Err(e) = self.inner.db.sync_unmarked() {
-                *self.inner.unsynced.lock() += due;
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    /// Paces compaction against the disk (see `Db::pace_background`). In
-    /// batched mode with no foreground writes waiting for a sync, the sync
-    /// it calls for is a round of the background syncer, so removals go on
-    /// while the disk writes the ones before (the next sync due waits for
-    /// that round): such a compaction spent a third of its time in syncs it
-    /// made itself. While foreground writes go on, compaction syncs itself
-    /// as before: a syncer round beside it and them took the writers' share
-    /// of two cores (put p99 and p999 beside compaction rose in the runs of
-    /// docs/benchmarks.md, fifteenth session). Where no syncer runs, or its
-    /// round failed, it syncs itself too.
-    fn pace_compaction(&self) -> Result<()> {
-        let quiet = *self.inner.unsynced.lock() == 0;
-        // One write handed: a round runs only when writes are due.
-        self.inner
-            .db
-            .pace_background_with(|| quiet && self.hand_to_syncer(1))
-    }
-
-    /// Hands `writes` to the background syncer's next round and waits for
-    /// the round in flight to end. False if there is no syncer, or the
-    /// round waited for failed: the caller then syncs itself.
-    fn hand_to_syncer(&self, writes: u32) -> bool {
-        let rounds = &self.inner.rounds;
-        let in_flight = {
-            let syncer = self.inner.syncer.lock();
-            let Some(syncer) = &*syncer else {
-                return false;
-            };
-            let mut s = rounds.state.lock();
-            let in_flight = (s.begun > s.ended).then_some(s.begun);
-            s.handed = s.handed.saturating_add(writes);
-            drop(s);
-            // A send fails only while the store is dropped.
-            let _ = syncer.wake.send(());
-            in_flight
-        };
-        let Some(round) = in_flight else {
-            return true;
-        };
-        let mut s = rounds.state.lock();
-        while s.ended < round {
-            rounds.ended.wait(&mut s);
-        }
-        s.failed != round
-    }
-
-    /// Makes every write so far durable (a no-op in immediate mode).
-    pub fn sync(&self) -> Result<()> {
-        let n = std::mem::take(&mut *self.inner.unsynced.lock());
-        if let Err(e) = self.inner.db.sync() {
-            *self.inner.unsynced.lock() += n;
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// Compacts history below `revision`: from when this returns, reads
-    /// below it fail with [`Error::Compacted`]. Every key keeps its newest
-    /// version at or below `revision` unless that version is a deletion.
-    /// The removal runs in small batches planned without the writer and
-    /// applied between writes (in batched mode in the parked transaction,
-    /// a few microseconds at a time), so writers and readers keep going;
-    /// this call returns when it is done.
-    pub fn compact(&self, revision: i64) -> Result<ResponseHeader> {
-        if self.inner.opts.read_only {
-            return Err(Error::ReadOnly);
-        }
-        let current = {
-            let mut revs = self.inner.revs.lock();
-            if revision <= revs.compacted as i64 {
-                return Err(Error::Compacted {
-                    requested: revision,
-                    compacted: revs.compacted as i64,
-                });
-            }
-            if revision > revs.current as i64 {
-                return Err(Error::FutureRevision {
-                    requested: revision,
-                    current: revs.current as i64,
-                });
-            }
-            let mut w = self.inner.db.begin_write()?;
-            w.set_durability(Durability::Immediate);
-            let t = tables(&mut w)?;
-            if w.get(t.meta, META_PROGRESS)?.is_none() {
-                w.insert(t.meta, META_PROGRESS, &revs.compacted.to_be_bytes())?;
-            }
-            w.insert(t.meta, META_COMPACTED, &(revision as u64).to_be_bytes())?;
-            w.insert(t.meta, META_SCHEDULED, &(revision as u64).to_be_bytes())?;
-            w.commit()?;
-            revs.compacted = revision as u64;
-            revs.current
-        };
-        self.finish_compaction()?;
-        Ok(ResponseHeader {
-            revision: current as i64,
-        })
-    }
-
-    /// Runs the physical compaction up to the scheduled revision, if any,
-    /// in batches planned on snapshots (see `compact`): in batched mode in
-    /// the parked transaction between foreground writes, else each batch
-    /// its own write transaction.
-    fn finish_compaction(&self) -> Result<()> {
-        let db = &self.inner.db;
-        let _alone = self.inner.compacting.lock();
-        let mut plan = None;
-        loop {
-            let step = if let CommitMode::Batched { .. } = self.inner.opts.commit {
-                db.let_parked_waiters_in();
-                let mut resumed = db.resume_parked()?;
-                let step = compaction_step(resumed.txn(), &mut plan, PARK_MAX_PAGES, |_| {
-                    db.parked_contended()
-                });
-                match step {
-                    Ok(step) => {
-                        resumed.park(true)?;
-                        step
-                    }
-                    // The parked transaction holds acknowledged writes and
-                    // removals in an unknown state: neither can be kept.
-                    Err(e) => {
-                        resumed.abandon(&e);
-                        return Err(e);
-                    }
-                }
-            } else {
-                let mut w = db.begin_write_yielding()?;
-                let began = Instant::now();
-                let step = compaction_step(&mut w, &mut plan, compact::SLICE_MAX_PAGES, |w| {
-                    w.writer_waiting() && began.elapsed() >= compact::MIN_SLICE
-                })?;
-                w.commit()?;
-                step
-            };
-            match step {
-                CompactionStep::Done => return Ok(()),
-                CompactionStep::Applied => self.pace_compaction()?,
-                CompactionStep::Replan { progress, target } => {
-                    self.pace_compaction()?;
-                    // Without the writer: the plan only reads.
-                    let r = db.begin_read()?;
-                    let t = read_tables(&r)?;
-                    let budget = self.inner.opts.compaction_batch;
-                    plan = Some(compact::Plan::make(&r, t, progress, target, budget)?);
-                }
-            }
-        }
-    }
-
     /// A hash of every version stored at or below `revision` (0: current),
     /// like etcd's HashKV: two stores with the same history and compaction
     /// agree.
@@ -1224,6 +755,8 @@ impl std::fmt::Debug for Store {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
 
     /// A batched store whose syncs come only when asked for: `max_writes`
