@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 
 use revkv::{Db, Options, ReadTxn, TxnRead};
 
@@ -51,12 +51,17 @@ fn readers_see_unchanging_snapshots(opts: Options, sync_every: u32) {
     let dir = tempfile::tempdir().unwrap();
     let db = opts.page_size(1024).open(dir.path().join("db")).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    // The writer starts once every reader has checked one snapshot, and
+    // each reader checks one more after the writer is done: their checks
+    // span the writes whatever the scheduling.
+    let started = Arc::new(Barrier::new(4));
     let readers: Vec<_> = (0..3)
         .map(|id| {
-            let (db, stop) = (db.clone(), stop.clone());
+            let (db, stop, started) = (db.clone(), stop.clone(), started.clone());
             std::thread::spawn(move || {
                 let mut checks = 0u64;
-                while !stop.load(Ordering::Relaxed) {
+                loop {
+                    let stopping = stop.load(Ordering::Acquire);
                     let r = db.begin_read().unwrap();
                     let first = snapshot_contents(&r);
                     // Every committed state is "n keys k0..k(n-1), each value its own index".
@@ -88,11 +93,17 @@ fn readers_see_unchanging_snapshots(opts: Options, sync_every: u32) {
                         }
                         checks += 1;
                     }
+                    if checks == 3 {
+                        started.wait();
+                    }
+                    if stopping {
+                        return checks;
+                    }
                 }
-                checks
             })
         })
         .collect();
+    started.wait();
     let start_size = db.stats().file_size;
     for n in 0..2000u32 {
         let mut w = db.begin_write().unwrap();
@@ -109,9 +120,12 @@ fn readers_see_unchanging_snapshots(opts: Options, sync_every: u32) {
             db.sync().unwrap();
         }
     }
-    stop.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Release);
     for r in readers {
-        assert!(r.join().unwrap() > 0);
+        assert!(
+            r.join().unwrap() >= 6,
+            "a snapshot checked before the writes and one after"
+        );
     }
     assert!(
         db.stats().file_size > 8 * start_size,
@@ -178,17 +192,27 @@ fn sync_races_with_unsynced_commits() {
         .open(&path)
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    // The commits start after the first sync, and the last sync follows
+    // them: the syncs span the commits whatever the scheduling.
+    let started = Arc::new(Barrier::new(2));
     let syncer = {
-        let (db, stop) = (db.clone(), stop.clone());
+        let (db, stop, started) = (db.clone(), stop.clone(), started.clone());
         std::thread::spawn(move || {
             let mut syncs = 0u32;
-            while !stop.load(Ordering::Relaxed) {
+            loop {
+                let stopping = stop.load(Ordering::Acquire);
                 db.sync().unwrap();
                 syncs += 1;
+                if syncs == 1 {
+                    started.wait();
+                }
+                if stopping {
+                    return syncs;
+                }
             }
-            syncs
         })
     };
+    started.wait();
     for i in 0..3000u32 {
         let mut w = db.begin_write().unwrap();
         let t = w.open_table("t").unwrap();
@@ -196,8 +220,11 @@ fn sync_races_with_unsynced_commits() {
             .unwrap();
         w.commit().unwrap();
     }
-    stop.store(true, Ordering::Relaxed);
-    assert!(syncer.join().unwrap() > 0);
+    stop.store(true, Ordering::Release);
+    assert!(
+        syncer.join().unwrap() >= 2,
+        "a sync before the commits and one after"
+    );
     let want = snapshot_contents(&db.begin_read().unwrap());
     drop(db);
     let db = Db::open(&path).unwrap();

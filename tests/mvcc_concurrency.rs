@@ -3,19 +3,25 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use revkv::mvcc::{CommitMode, RangeOptions, Store, StoreOptions};
 
 fn hammer(store: Store, writers: usize, per_writer: usize) {
     let stop = Arc::new(AtomicBool::new(false));
+    // The writers start once the reader has read once: however the threads
+    // are scheduled, the reader's reads span the writes (the first before
+    // them, the last after them), with as many in between as it gets.
+    let started = Arc::new(Barrier::new(writers + 1));
     let reader = {
-        let (s, stop) = (store.clone(), stop.clone());
+        let (s, stop, started) = (store.clone(), stop.clone(), started.clone());
         std::thread::spawn(move || {
             let mut last = 0;
             let mut reads = 0u64;
-            while !stop.load(Ordering::Relaxed) {
+            loop {
+                // Read after `stop` is seen, so the last read follows every write.
+                let stopping = stop.load(Ordering::Acquire);
                 let r = s
                     .range(
                         b"w",
@@ -35,14 +41,20 @@ fn hammer(store: Store, writers: usize, per_writer: usize) {
                 assert_eq!(r.count, r.header.revision - 1);
                 last = r.header.revision;
                 reads += 1;
+                if reads == 1 {
+                    started.wait();
+                }
+                if stopping {
+                    return (reads, last);
+                }
             }
-            reads
         })
     };
     let handles: Vec<_> = (0..writers)
         .map(|t| {
-            let s = store.clone();
+            let (s, started) = (store.clone(), started.clone());
             std::thread::spawn(move || {
+                started.wait();
                 (0..per_writer)
                     .map(|i| {
                         s.put(format!("w{t:02}-{i:05}").as_bytes(), b"v")
@@ -60,9 +72,11 @@ fn hammer(store: Store, writers: usize, per_writer: usize) {
             assert!(seen.insert(rev), "revision {rev} given to two writes");
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    assert!(reader.join().unwrap() > 0);
+    stop.store(true, Ordering::Release);
     let total = (writers * per_writer) as i64;
+    let (reads, last) = reader.join().unwrap();
+    assert!(reads >= 2, "a read before the writes and one after");
+    assert_eq!(last, total + 1, "the last read saw every write");
     assert_eq!(seen.len() as i64, total);
     assert_eq!(store.current_revision().unwrap(), total + 1);
     let r = store
