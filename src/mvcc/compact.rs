@@ -335,7 +335,7 @@ enum CompactionStep {
 }
 
 /// One turn of the physical compaction in `w`: applies the plan in hand
-/// (see `compact::Plan::apply` for `give_way`) until `give_way` says so or
+/// (see [`Plan::apply`] for `give_way`) until `give_way` says so or
 /// `w` holds `max_pages` pages (a plan's removals could otherwise pile up
 /// a whole plan's pages in one transaction). Only one caller runs
 /// compaction at a time (`Inner::compacting`), so only this caller's plans
