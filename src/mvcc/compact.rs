@@ -424,9 +424,9 @@ impl Store {
     }
 
     /// Runs the physical compaction up to the scheduled revision, if any,
-    /// in batches planned on snapshots (see `compact`): in batched mode in
-    /// the parked transaction between foreground writes, else each batch
-    /// its own write transaction.
+    /// in batches planned on snapshots (see this module's documentation):
+    /// in batched mode in the parked transaction between foreground writes,
+    /// else each batch its own write transaction.
     pub(super) fn finish_compaction(&self) -> Result<()> {
         let db = &self.inner.db;
         let _alone = self.inner.compacting.lock();
