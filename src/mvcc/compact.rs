@@ -213,14 +213,8 @@ impl Plan {
             // the last one ended in, or the next.
             let mut found = versions.seek_forward(&probe)?;
             let newest = match found {
-                Some((vk, _))
-                    if vk.len() == esc_len + REV_LEN && vk[..esc_len] == probe[..esc_len] =>
-                {
-                    let (_, rev) = split_kv_key(vk)
-                        .ok_or_else(|| Error::CorruptFile("malformed kv table key".into()))?;
-                    Some(rev)
-                }
-                _ => None,
+                Some((vk, _)) => keys::version_of(vk, &probe[..esc_len])?,
+                None => None,
             };
             // A later change at or below the target supersedes this one:
             // the plan that holds it removes everything this one would.
@@ -235,11 +229,9 @@ impl Plan {
             // Every version of the key older than this change, newest first.
             let (removals, key_bytes) = (plan.removals.len(), plan.keys.len());
             while let Some((vk, vv)) = found {
-                if vk.len() != esc_len + REV_LEN || vk[..esc_len] != probe[..esc_len] {
+                let Some(rev) = keys::version_of(vk, &probe[..esc_len])? else {
                     break;
-                }
-                let (_, rev) = split_kv_key(vk)
-                    .ok_or_else(|| Error::CorruptFile("malformed kv table key".into()))?;
+                };
                 let older = Record::decode(vv)?.sub;
                 plan.push(vk, keys::rev_key(rev, older));
                 found = versions.next()?;

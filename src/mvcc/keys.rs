@@ -78,6 +78,17 @@ pub fn split_kv_key(k: &[u8]) -> Option<(&[u8], u64)> {
     Some((esc, !u64::from_be_bytes(rev.try_into().ok()?)))
 }
 
+/// The revision of the `kv` table key `k` if it is a version of the escaped
+/// user key `escaped`; None if it belongs to another key.
+pub fn version_of(k: &[u8], escaped: &[u8]) -> crate::error::Result<Option<u64>> {
+    if k.len() != escaped.len() + REV_LEN || !k.starts_with(escaped) {
+        return Ok(None);
+    }
+    let (_, rev) = split_kv_key(k)
+        .ok_or_else(|| crate::error::Error::CorruptFile("malformed kv table key".into()))?;
+    Ok(Some(rev))
+}
+
 /// The user key of an escaped key (terminator included).
 pub fn unescape(esc: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(esc.len().saturating_sub(2));

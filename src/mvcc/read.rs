@@ -194,12 +194,9 @@ pub fn version_at_with<'a, T: TxnRead + ?Sized>(
     let Some((k, v)) = c.seek(probe)? else {
         return Ok(None);
     };
-    let esc_len = probe.len() - REV_LEN;
-    if k.len() != probe.len() || k[..esc_len] != probe[..esc_len] {
+    let Some(found) = keys::version_of(k, &probe[..probe.len() - REV_LEN])? else {
         return Ok(None);
-    }
-    let (_, found) =
-        split_kv_key(k).ok_or_else(|| Error::CorruptFile("malformed kv table key".into()))?;
+    };
     Ok(Some((found, Record::decode(v)?)))
 }
 
