@@ -164,6 +164,13 @@ impl Plan {
             if main > target {
                 break;
             }
+            // The seek started past `progress`: an earlier revision here
+            // (revision 0 included, which no change has) is a damaged tree.
+            if main <= progress {
+                return Err(Error::CorruptFile(format!(
+                    "rev table entry {main}.{sub} found after revision {progress}"
+                )));
+            }
             if changes.len() >= budget && main != last {
                 plan.end = last;
                 plan.done = false;
