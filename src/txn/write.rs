@@ -728,7 +728,8 @@ impl Drop for WriteTxn {
         if !self.allocated.is_empty() || !self.dirty.is_empty() {
             self.rollback();
         }
-        self.writer.end(&self.shared.waiting);
+        self.writer
+            .end(&self.shared.waiting, self.shared.parked.locking());
     }
 }
 

@@ -105,14 +105,17 @@ impl<T> WriterGuard<T> {
 
     /// Called as the transaction ends: if the other side waits (background
     /// work after a foreground writer, a foreground writer after a batch),
-    /// the lock is handed to the longest waiter instead of being left to
-    /// whichever thread grabs it first.
-    pub fn end(&mut self, waiting: &Waiting) {
-        self.hand_over = if self.background {
-            waiting.foreground()
-        } else {
-            waiting.background()
-        };
+    /// or `making_way` (a thread flushed the parked transaction and waits
+    /// for the lock, see `Shared::make_way`), the lock is handed to the
+    /// longest waiter instead of being left to whichever thread grabs it
+    /// first.
+    pub fn end(&mut self, waiting: &Waiting, making_way: bool) {
+        self.hand_over = making_way
+            || if self.background {
+                waiting.foreground()
+            } else {
+                waiting.background()
+            };
     }
 }
 
@@ -183,7 +186,7 @@ mod tests {
         let lock = Arc::new(Mutex::new(Vec::new()));
         let waiting = Arc::new(Waiting::default());
         let mut fg = WriterGuard::foreground(&lock, &waiting);
-        fg.end(&waiting);
+        fg.end(&waiting, false);
         assert!(!fg.hand_over, "nobody waits: a plain unlock");
         drop(fg);
 
@@ -199,7 +202,7 @@ mod tests {
             std::thread::yield_now();
         }
         fg.push("foreground");
-        fg.end(&waiting);
+        fg.end(&waiting, false);
         // The fair unlock (parking_lot's `unlock_fair`) gives the lock to
         // the parked thread before this one can take it again.
         assert!(fg.hand_over);
@@ -214,20 +217,20 @@ mod tests {
         let lock = Arc::new(Mutex::new(()));
         let waiting = Waiting::default();
         let mut bg = WriterGuard::background(&lock, &waiting);
-        bg.end(&waiting);
+        bg.end(&waiting, false);
         assert!(!bg.hand_over, "nobody waits: a plain unlock");
         drop(bg);
         // Background work waiting does not make a batch hand over (batches
         // run one after another in one thread); a foreground writer does.
         waiting.background.fetch_add(1, Ordering::Relaxed);
         let mut bg = WriterGuard::background(&lock, &waiting);
-        bg.end(&waiting);
+        bg.end(&waiting, false);
         assert!(!bg.hand_over);
         drop(bg);
         waiting.background.fetch_sub(1, Ordering::Relaxed);
         let mut bg = WriterGuard::background(&lock, &waiting);
         waiting.pretend_foreground(1);
-        bg.end(&waiting);
+        bg.end(&waiting, false);
         assert!(bg.hand_over, "a writer waits: the lock goes to it");
         waiting.pretend_foreground(-1);
     }
