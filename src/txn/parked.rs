@@ -43,7 +43,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{Db, Shared, WriteTxn};
 use crate::error::{Error, Result};
@@ -69,8 +69,11 @@ pub(crate) struct Parked {
     /// parked transaction: work done in slices gives way to them.
     others: AtomicUsize,
     /// Those of `others` past their flush, waiting for the writer lock
-    /// itself: a store writer that sees one commits instead of parking.
+    /// itself: a store writer that sees one commits instead of parking,
+    /// and one that finds the slot empty waits for them before it begins.
     locking: AtomicUsize,
+    /// Where store writers wait for `locking` to fall to zero.
+    lockers_gone: (Mutex<()>, Condvar),
     /// Threads waiting for the slot (to resume, read or commit the parked
     /// transaction): work done in slices there gives way to them.
     waiters: AtomicUsize,
@@ -136,8 +139,8 @@ impl TouchedKeys {
     }
 }
 
-/// Counts its thread in [`Parked::others`], [`Parked::locking`] or
-/// [`Parked::waiters`] until dropped.
+/// Counts its thread in [`Parked::others`] or [`Parked::waiters`] until
+/// dropped.
 pub(crate) struct Turn<'a>(&'a AtomicUsize);
 
 impl<'a> Turn<'a> {
@@ -150,6 +153,29 @@ impl<'a> Turn<'a> {
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts its thread in [`Parked::locking`] until dropped, then wakes the
+/// store writers waiting for the count to fall to zero.
+pub(crate) struct LockingTurn<'a>(&'a Parked);
+
+impl<'a> LockingTurn<'a> {
+    fn count(parked: &'a Parked) -> LockingTurn<'a> {
+        parked.locking.fetch_add(1, Ordering::SeqCst);
+        LockingTurn(parked)
+    }
+}
+
+impl Drop for LockingTurn<'_> {
+    fn drop(&mut self) {
+        if self.0.locking.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // Under the gate: a writer checks the count and sleeps under
+            // it, so it cannot miss this wake-up.
+            let (gate, gone) = &self.0.lockers_gone;
+            let _gate = gate.lock();
+            gone.notify_all();
+        }
     }
 }
 
@@ -169,6 +195,28 @@ impl Parked {
     /// lock: a transaction parked since then must be committed.
     pub fn locking(&self) -> bool {
         self.locking.load(Ordering::SeqCst) > 0
+    }
+
+    /// For a store writer that found the slot empty and is about to begin
+    /// a transaction: waits until every thread that made way for itself
+    /// has taken the writer lock. Without this wait a writer took the lock
+    /// while it was free and the thread was yet to run (on two busy cores
+    /// a woken thread can wait milliseconds for a processor), committed
+    /// for it, and began again, write after write, until it ran.
+    ///
+    /// It spins first, as waiters for the slot do (see [`SPIN`]): on an
+    /// otherwise idle machine the thread takes the lock within
+    /// microseconds, and sleeping until it wakes this one costs more
+    /// (put p999 without compaction rose from about 52 to 84 us).
+    fn wait_for_lockers(&self) {
+        if !self.locking() || spin(|| (!self.locking()).then_some(())).is_some() {
+            return;
+        }
+        let (gate, gone) = &self.lockers_gone;
+        let mut gate = gate.lock();
+        while self.locking() {
+            gone.wait(&mut gate);
+        }
     }
 
     /// Whether a transaction is parked (it may be gone by the time the
@@ -228,7 +276,10 @@ impl Shared {
 
     /// Makes way for a thread about to wait for the writer lock: counts it
     /// among those on the way, then takes the slot and commits the parked
-    /// transaction, which holds the lock. Keep the turn until the lock is
+    /// transaction, which holds the lock. Before it lets go of the slot it
+    /// tries `take` (which must not wait: nobody waits for the writer lock
+    /// while holding the slot), so a free lock passes to the caller with no
+    /// store writer beginning in between. Keep the turn until the lock is
     /// taken. A failed flush poisons the writer, for the caller to find
     /// under the lock.
     ///
@@ -239,21 +290,35 @@ impl Shared {
     /// the slot it joins [`Parked::locking`]: a writer that takes the slot
     /// after that sees the count when it parks, and commits. Counting it
     /// there from the start made every store write commit while it waited
-    /// for the slot: on two busy cores a woken thread can wait milliseconds
-    /// for a processor, and beside compaction the prober's puts committed
-    /// 4,000-7,000 times in 14 s, each copying its paths afresh
-    /// (docs/benchmarks.md).
-    pub(crate) fn make_way(&self) -> Turn<'_> {
+    /// for the slot, and letting go of the slot before taking a free lock
+    /// let store writers begin, commit and begin again ahead of it: on two
+    /// busy cores a woken thread can wait milliseconds for a processor, and
+    /// beside compaction the prober's puts committed 3,000-7,000 times in
+    /// 14 s, each copying its paths afresh (docs/benchmarks.md).
+    pub(crate) fn make_way<G>(
+        &self,
+        take: impl FnOnce() -> Option<G>,
+    ) -> (LockingTurn<'_>, Option<G>) {
         let on_the_way = self.parked.enter();
-        let slot = self.parked.write();
-        let locking = Turn::count(&self.parked.locking);
-        if slot.is_some() {
-            let _ = Resumed { slot, shared: self }.commit();
-        } else {
-            release(slot, &self.parked);
+        let mut resumed = Resumed {
+            slot: self.parked.write(),
+            shared: self,
+        };
+        let locking = LockingTurn::count(&self.parked);
+        let flushed = resumed
+            .slot
+            .is_some()
+            .then(|| resumed.commit_holding_slot());
+        let taken = match &flushed {
+            Some((Err(_), _)) => None,
+            _ => take(),
+        };
+        release(resumed.slot, &self.parked);
+        if let Some((result, was_parked)) = &flushed {
+            poison_on_failure(self, result, *was_parked);
         }
         drop(on_the_way);
-        locking
+        (locking, taken)
     }
 
     /// Runs `f` on the writer's state without committing the parked
@@ -287,8 +352,8 @@ impl Shared {
     /// The writer's state, for work done under the writer lock outside a
     /// write transaction (a sync's steps, trimming the file).
     pub(crate) fn lock_writer(&self) -> parking_lot::MutexGuard<'_, super::Writer> {
-        let _turn = self.make_way();
-        self.writer.lock()
+        let (_turn, taken) = self.make_way(|| self.writer.try_lock());
+        taken.unwrap_or_else(|| self.writer.lock())
     }
 }
 
@@ -312,6 +377,7 @@ impl Db {
         // docs): let go of it, begin, take it again. One thread at a time
         // begins, so whoever holds the writer lock meanwhile is not parked.
         drop(slot);
+        shared.parked.wait_for_lockers();
         let _beginning = shared.parked.beginning.lock();
         let slot = shared.parked.write();
         if slot.is_some() {
@@ -383,6 +449,16 @@ fn spin<T>(mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
     }
 }
 
+/// A failed commit of parked writes loses acknowledged writes: poisons the
+/// writer (see `Shared::flush_parked`). Called without the slot, since it
+/// takes the writer lock.
+fn poison_on_failure(shared: &Shared, result: &Result<()>, was_parked: bool) {
+    if let (Err(e), true) = (result, was_parked) {
+        let why = format!("committing parked writes: {e}");
+        shared.lock_writer().poisoned.get_or_insert(why);
+    }
+}
+
 /// Lets go of the slot; to the longest waiter if anyone waits, so that a
 /// thread that resumes again at once (background work in slices) does not
 /// take it back before a woken waiter runs.
@@ -429,6 +505,17 @@ impl Resumed<'_> {
     /// `Shared::flush_parked`); if not, it fails like any commit (only
     /// this call's writes are lost) and the handle stays usable.
     pub fn commit(mut self) -> Result<()> {
+        let (result, was_parked) = self.commit_holding_slot();
+        release(self.slot, &self.shared.parked);
+        poison_on_failure(self.shared, &result, was_parked);
+        result
+    }
+
+    /// Commits the transaction, leaving the slot held and empty (a reader
+    /// that finds the slot empty must find these writes in the snapshot).
+    /// Also returns whether it had been parked, for [`poison_on_failure`]
+    /// once the slot is released.
+    fn commit_holding_slot(&mut self) -> (Result<()>, bool) {
         let txn = self
             .slot
             .take()
@@ -439,12 +526,7 @@ impl Resumed<'_> {
         // reader that finds a key unmarked finds its writes there.
         self.shared.parked.touched.clear();
         self.shared.parked.occupied.store(false, Ordering::SeqCst);
-        release(self.slot, &self.shared.parked);
-        if let (Err(e), true) = (&result, was_parked) {
-            let why = format!("committing parked writes: {e}");
-            self.shared.lock_writer().poisoned.get_or_insert(why);
-        }
-        result
+        (result, was_parked)
     }
 
     /// Drops the transaction's changes, acknowledged ones included, and
@@ -519,16 +601,18 @@ mod tests {
         // Making way commits what is parked and counts the caller as
         // waiting for the lock until its turn is dropped.
         let txid = db.stats().txid;
-        let locking = db.shared.make_way();
+        let (locking, _) = db.shared.make_way(|| None::<()>);
         assert!(!parked.occupied(), "the flush committed the parked write");
         assert_eq!(db.stats().txid, txid + 1);
         assert!(parked.locking() && !parked.wanted());
         assert!(parked.contended());
         drop(locking);
         assert!(!parked.locking() && !parked.contended());
-        // Past its flush: a writer that parks now commits instead.
-        let locking = Turn::count(&parked.locking);
-        write(&db, b"b").park(true).unwrap();
+        // Past its flush: a writer that parks now commits instead (one
+        // that had found the slot empty would wait for it first).
+        let resumed = write(&db, b"b");
+        let locking = LockingTurn::count(parked);
+        resumed.park(true).unwrap();
         assert!(
             !parked.occupied(),
             "committed for the thread waiting for the lock"

@@ -173,10 +173,20 @@ impl WriteTxn {
         // transaction to be parked does not count itself: nothing is
         // parked, and counting would make whoever parks next commit, then
         // begin again and make this one commit in turn.
-        let turn = (how != Begin::Parked).then(|| shared.make_way());
-        let mut writer = match how {
-            Begin::Background => WriterGuard::background(&shared.writer, &shared.waiting),
-            _ => WriterGuard::foreground(&shared.writer, &shared.waiting),
+        // A foreground writer takes the lock as it makes way if the lock
+        // is free; background work first lets waiting threads in.
+        let (turn, taken) = match how {
+            Begin::Parked => (None, None),
+            Begin::Background => (Some(shared.make_way(|| None::<()>).0), None),
+            Begin::Foreground => {
+                let (turn, taken) = shared.make_way(|| WriterGuard::try_foreground(&shared.writer));
+                (Some(turn), taken)
+            }
+        };
+        let mut writer = match (taken, how) {
+            (Some(writer), _) => writer,
+            (None, Begin::Background) => WriterGuard::background(&shared.writer, &shared.waiting),
+            (None, _) => WriterGuard::foreground(&shared.writer, &shared.waiting),
         };
         drop(turn);
         if let Some(why) = &writer.poisoned {

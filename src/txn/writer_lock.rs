@@ -89,6 +89,15 @@ impl<T> WriterGuard<T> {
         }
     }
 
+    /// Takes the lock for a foreground writer if it is free.
+    pub fn try_foreground(lock: &std::sync::Arc<Mutex<T>>) -> Option<WriterGuard<T>> {
+        lock.try_lock_arc().map(|guard| WriterGuard {
+            guard: Some(guard),
+            hand_over: false,
+            background: false,
+        })
+    }
+
     /// Takes the lock for a background batch, after any thread already
     /// waiting has had its turn.
     pub fn background(lock: &std::sync::Arc<Mutex<T>>, waiting: &Waiting) -> WriterGuard<T> {
