@@ -14,11 +14,14 @@
 //! that lock (a [`Db::begin_write`], a sync, compaction, defragmentation)
 //! goes through [`Shared::lock_writer`] or `WriteTxn::begin`, which take
 //! the slot, commit the parked transaction and count the caller in
-//! [`Parked::locking`] before they let go of the slot and wait for the
-//! lock; a store writer that sees the count commits instead of parking. So
-//! nobody waits on a parked transaction: the flush commits what was parked
-//! before it took the slot, and a writer that takes the slot after it sees
-//! the count, which it checks while holding the slot.
+//! [`Parked::locking`] (taking the lock there and then if it is free)
+//! before they let go of the slot and wait for the lock; a store writer
+//! that sees the count commits instead of parking, and one that finds the
+//! slot empty waits for the count to fall before it begins. So nobody
+//! waits on a parked transaction: the flush commits what was parked before
+//! it took the slot, and a writer that takes the slot after it sees the
+//! count, which it checks while holding the slot. And no store writer runs
+//! ahead of such a thread while it is yet to take the lock.
 //!
 //! Lock order: nobody waits for the writer lock while holding the slot. A
 //! parked transaction already holds the writer lock, and a store writer
