@@ -14,7 +14,8 @@
 //! that lock (a [`Db::begin_write`], a sync, compaction, defragmentation)
 //! goes through [`Shared::lock_writer`] or `WriteTxn::begin`, which take
 //! the slot, commit the parked transaction and count the caller in
-//! [`Parked::locking`] (taking the lock there and then if it is free)
+//! [`Parked::locking`] (a sync's step or a foreground `begin_write` takes
+//! the lock there and then if it is free)
 //! before they let go of the slot and wait for the lock; a store writer
 //! that sees the count commits instead of parking, and one that finds the
 //! slot empty waits for the count to fall before it begins. So nobody
