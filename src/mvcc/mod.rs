@@ -711,14 +711,17 @@ impl Store {
             .is_none_or(|q| quota::Quota::size(&self.inner.db).saturating_add(margin) < q)
     }
 
-    /// A hash of every version stored at or below `revision` (0: current),
-    /// like etcd's HashKV: two stores with the same history and compaction
-    /// agree.
+    /// A hash of every version at or below `revision` (0: current) that
+    /// compaction keeps, like etcd's HashKV: two stores with the same
+    /// history and compacted revision agree, whether or not their
+    /// compactions have finished removing what they compacted (versions at
+    /// or below the compacted revision count only if compaction keeps them,
+    /// as etcd skips revisions scheduled for removal).
     pub fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
         let (r, t, revs) = self.snapshot()?;
         let at = revs.check_read(revision, revs.current)?;
         let hash = match t {
-            Some(t) => compact::hash_kv(&r, t, at)?,
+            Some(t) => compact::hash_kv(&r, t, at, revs.compacted)?,
             None => crc32fast::Hasher::new().finalize(),
         };
         Ok(HashKvResponse {
