@@ -1,7 +1,8 @@
 //! Model-based property test of the revision store: random puts, deletes,
 //! transactions with compares, ranges at random revisions with random
 //! options, compactions and reopens, against the plain model in
-//! tests/model, agreeing on every answer and every error. Run in both
+//! tests/model, agreeing on every answer, every error and the history hash
+//! (after each compaction and at every readable revision at the end). Run in both
 //! commit modes: in batched mode writes are parked in an open transaction
 //! between requests (`txn::parked`), and syncs and other users of the
 //! writer lock commit it in between.
@@ -224,6 +225,17 @@ fn run(ops: Vec<Op>, mode: CommitMode, plan: usize) -> Result<(), TestCaseError>
                 let got = store.compact(rev).map(|_| ()).map_err(|e| e.kind());
                 prop_assert_eq!(got, m.compact(rev), "{}", ctx);
                 prop_assert_eq!(store.compacted_revision().unwrap(), m.compacted);
+                // The history hash counts what compaction keeps, at the
+                // compacted revision and at the current one.
+                for at in [rev, 0] {
+                    prop_assert_eq!(
+                        store.hash_kv(at).map(|h| h.hash).map_err(|e| e.kind()),
+                        m.hash_kv(at),
+                        "{}, hash at {}",
+                        ctx,
+                        at
+                    );
+                }
             }
             Op::Reopen => {
                 drop(store);
@@ -254,6 +266,12 @@ fn run(ops: Vec<Op>, mode: CommitMode, plan: usize) -> Result<(), TestCaseError>
                 .map_err(|e| e.kind()),
             m.range(&req),
             "final, revision {}",
+            rev
+        );
+        prop_assert_eq!(
+            store.hash_kv(rev).map(|h| h.hash).map_err(|e| e.kind()),
+            m.hash_kv(rev),
+            "final hash, revision {}",
             rev
         );
     }

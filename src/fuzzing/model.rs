@@ -380,6 +380,57 @@ impl Model {
         after + newest_below.values().filter(|live| **live).count() as u64
     }
 
+    /// The history hash at `rev` (0: current), computed from the history
+    /// the way `Store::hash_kv` documents it: every change at or below
+    /// `rev` in revision and sub-revision order, except that at or below
+    /// the compacted revision only each key's newest change counts, and
+    /// only if it is a put. Each change hashes its revision, its key and
+    /// its stored record (`mvcc::record`'s layout: a deletion's record is
+    /// its flag and sub-revision, the rest zero).
+    pub fn hash_kv(&self, rev: i64) -> Result<u32, ErrorKind> {
+        let at = self.check_rev(rev)?;
+        // Each key's newest change at or below the compacted revision.
+        let mut newest: BTreeMap<&[u8], i64> = BTreeMap::new();
+        for (r, changes) in self
+            .history
+            .iter()
+            .take_while(|(r, _)| *r <= self.compacted)
+        {
+            for c in changes {
+                newest.insert(&c.key, *r);
+            }
+        }
+        let mut h = crc32fast::Hasher::new();
+        let mut state = State::new();
+        for (r, changes) in self.history.iter().take_while(|(r, _)| *r <= at) {
+            for (sub, c) in changes.iter().enumerate() {
+                let (create, version) = match (&c.value, state.get(&c.key)) {
+                    (None, _) => (0, 0),
+                    (Some(_), Some(kv)) => (kv.create_revision, kv.version + 1),
+                    (Some(_), None) => (*r, 1),
+                };
+                apply(&mut state, *r, c);
+                let kept =
+                    *r > self.compacted || (c.value.is_some() && newest.get(&c.key[..]) == Some(r));
+                if !kept {
+                    continue;
+                }
+                h.update(&(*r as u64).to_be_bytes());
+                h.update(&(sub as u32).to_be_bytes());
+                h.update(&(c.key.len() as u32).to_be_bytes());
+                h.update(&c.key);
+                h.update(&[u8::from(c.value.is_none())]);
+                h.update(&(sub as u32).to_le_bytes());
+                h.update(&(create as u64).to_le_bytes());
+                h.update(&(version as u64).to_le_bytes());
+                let lease = if c.value.is_some() { c.lease } else { 0 };
+                h.update(&lease.to_le_bytes());
+                h.update(c.value.as_deref().unwrap_or_default());
+            }
+        }
+        Ok(h.finalize())
+    }
+
     /// Compaction's revision checks; the history itself is kept.
     pub fn compact(&mut self, rev: i64) -> Result<(), ErrorKind> {
         if rev <= self.compacted {

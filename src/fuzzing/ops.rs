@@ -446,6 +446,13 @@ fn run_op(store: &Store, m: &mut Model, op: &FuzzOp, step: usize) {
                 "{}",
                 ctx()
             );
+            // The history hash counts what compaction keeps.
+            assert_eq!(
+                store.hash_kv(0).map(|h| h.hash).map_err(|e| e.kind()),
+                m.hash_kv(0),
+                "{}: history hash",
+                ctx()
+            );
         }
         FuzzOp::Defrag => {
             store
