@@ -524,10 +524,9 @@ pub(crate) fn hash_kv<T: TxnRead + ?Sized>(
             .ok_or_else(|| Error::CorruptFile("empty rev table entry".into()))?;
         let record = if main <= compacted {
             keys::kv_key_into(key, compacted, &mut kv);
-            let escaped = &kv[..kv.len() - REV_LEN];
             match kept.seek(&kv)? {
                 Some((found, rec))
-                    if split_kv_key(found) == Some((escaped, main))
+                    if keys::version_of(found, &kv[..kv.len() - REV_LEN])? == Some(main)
                         && !Record::decode(rec)?.tombstone =>
                 {
                     Some(rec)
